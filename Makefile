@@ -1,0 +1,26 @@
+# Entry points. `make repro` = set up + run the whole pipeline; `make test` = set up + tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv repro test test-all lint clean-outputs
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
+	touch $(STAMP)
+
+repro: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+test: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+test-all: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "slow or not slow"

