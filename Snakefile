@@ -1,0 +1,27 @@
+# The engine: how each output of the pipeline is made. Stage logic lives in `src/aqa`;
+# rules only pass paths and params to the `aqa` command. `snakemake -c2 <stage>` runs one
+# stage (and what it needs); `snakemake -c2` runs everything. DVC (dvc.yaml) runs one target
+# of this file per stage. Pass another params file with `--configfile FILE`.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+validate(config, "workflow/schemas/params.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.make_report.output,

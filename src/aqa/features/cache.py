@@ -1,0 +1,121 @@
+"""Read side of the I3D feature cache (layout in docs/CONTRACTS.md).
+
+``<root>/manifest.json`` describes how the features were made; ``<root>/<video>/<idx>/`` holds
+``pooled.npy`` (V, S, 1024) and ``maps.npy`` (V, S, 1024, 4, 4). A dive folder appears by an
+atomic rename, so a present folder is a finished dive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+POOLED = "pooled.npy"
+MAPS = "maps.npy"
+
+
+class FeatureCacheError(ValueError):
+    """The cache, its manifest or a dive's features are missing or malformed."""
+
+
+def dive_dir(root: str | Path, video: str, idx: int) -> Path:
+    return Path(root) / str(video) / str(int(idx))
+
+
+def is_finished(path: Path) -> bool:
+    return (path / POOLED).is_file() and (path / MAPS).is_file()
+
+
+class FeatureCache:
+    """A finished (or partly finished) feature cache folder.
+
+    `fingerprint` identifies the exact features (sha256 of the manifest bytes): downstream stages
+    record it so a model trained on other features is noticed.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.manifest_path = self.root / MANIFEST
+        if not self.manifest_path.is_file():
+            raise FeatureCacheError(f"{self.manifest_path}: no feature manifest (run extract-features first)")
+
+    @cached_property
+    def _manifest_bytes(self) -> bytes:
+        return self.manifest_path.read_bytes()
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self._manifest_bytes)
+        except json.JSONDecodeError as exc:
+            raise FeatureCacheError(f"{self.manifest_path}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or "views" not in data:
+            raise FeatureCacheError(f"{self.manifest_path}: not a feature manifest (no 'views')")
+        return data
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self._manifest_bytes).hexdigest()
+
+    @property
+    def views(self) -> int:
+        return int(self.manifest["views"])
+
+    def path(self, video: str, idx: int) -> Path:
+        return dive_dir(self.root, video, idx)
+
+    def has(self, video: str, idx: int) -> bool:
+        return is_finished(self.path(video, idx))
+
+    def load(self, video: str, idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pooled (V, S, 1024), maps (V, S, 1024, h, w)) memory-mapped, stored dtype."""
+        folder = self.path(video, idx)
+        if not self.has(video, idx):
+            raise FeatureCacheError(f"{folder}: no features for dive {video}/{int(idx)} in the cache {self.root}")
+        try:
+            pooled = np.load(folder / POOLED, mmap_mode="r")
+            maps = np.load(folder / MAPS, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise FeatureCacheError(f"{folder}: unreadable features for dive {video}/{int(idx)}: {exc}") from None
+        if pooled.shape[0] != self.views or maps.shape[:2] != pooled.shape[:2]:
+            raise FeatureCacheError(
+                f"{folder}: shapes pooled {pooled.shape} / maps {maps.shape} disagree with "
+                f"{self.views} view(s) in {self.manifest_path}"
+            )
+        return pooled, maps
+
+    def load_many(self, keys: Iterable[str | tuple[str, int]],
+                  dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """Stack dives into (pooled (N, V, S, 1024), maps (N, V, S, 1024, h, w)) in `dtype`.
+
+        `keys` are "<video>/<idx>" strings or (video, idx) pairs; order is kept.
+        """
+        pairs = [_split_key(k) for k in keys]
+        if not pairs:
+            raise FeatureCacheError(f"load_many on {self.root}: no dives requested")
+        first_pooled, first_maps = self.load(*pairs[0])
+        pooled = np.empty((len(pairs),) + first_pooled.shape, dtype=dtype)
+        maps = np.empty((len(pairs),) + first_maps.shape, dtype=dtype)
+        for i, (video, idx) in enumerate(pairs):
+            p, m = self.load(video, idx)
+            if p.shape != first_pooled.shape or m.shape != first_maps.shape:
+                raise FeatureCacheError(f"{self.path(video, idx)}: shape {p.shape}/{m.shape} differs from "
+                                        f"{first_pooled.shape}/{first_maps.shape} of the first dive")
+            pooled[i] = p
+            maps[i] = m
+        return pooled, maps
+
+
+def _split_key(key: str | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(key, tuple):
+        return str(key[0]), int(key[1])
+    video, sep, idx = str(key).rpartition("/")
+    if not sep or not idx.lstrip("-").isdigit():
+        raise FeatureCacheError(f"dive key {key!r} is not '<video>/<idx>'")
+    return video, int(idx)

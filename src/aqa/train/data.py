@@ -1,0 +1,137 @@
+"""The in-memory dataset: every dive's cached I3D features as tensors on the training device.
+
+Features stay fp16 on the device (the cache's dtype) and are cast to float32 one batch at a
+time, so the whole FineDiving cache fits where a float32 copy would not.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DiveData:
+    """All dives of one dataset, row i of every tensor = row i of `dives`."""
+
+    dives: pd.DataFrame          # one row per dive, index 0..N-1, ordered by key
+    pooled: torch.Tensor         # (N, V, 9, 1024) fp16
+    maps: torch.Tensor           # (N, V, 9, 1024, 4, 4) fp16
+    score: torch.Tensor          # (N,) float32
+    transitions: torch.Tensor    # (N, 2) long; -1 where the dataset has none (MTL-AQA)
+    action: torch.Tensor         # (N,) long, index into action_names
+    action_names: list[str]      # sorted action types of all splits
+    fingerprint: str             # feature-cache fingerprint the tensors came from
+
+    @property
+    def keys(self) -> list[str]:
+        return self.dives["key"].tolist()
+
+    @property
+    def views(self) -> int:
+        return int(self.pooled.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.pooled.device
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.dives["split"].to_numpy() == split)
+
+    def batch(self, idx: np.ndarray | torch.Tensor, views: np.ndarray | torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
+        """The model's batch dict for rows `idx` (view 0, or the given view per row)."""
+        idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=self.device)
+        v = (torch.zeros_like(idx) if views is None
+             else torch.as_tensor(np.asarray(views), dtype=torch.long, device=self.device))
+        return {
+            "pooled": self.pooled[idx, v].float(),        # (B, 9, 1024)
+            "maps": self.maps[idx, v].float(),            # (B, 9, 1024, 4, 4)
+            "score": self.score[idx],                     # (B,)
+            "transitions": self.transitions[idx],         # (B, 2)
+            "action": self.action[idx],                   # (B,)
+        }
+
+
+def _transitions(dives: pd.DataFrame, path: Path) -> np.ndarray:
+    out = np.full((len(dives), 2), -1, dtype=np.int64)
+    for i, t in enumerate(dives["transitions_96"]):
+        if t is None or (isinstance(t, float) and np.isnan(t)):
+            continue
+        t = np.asarray(t)
+        if t.shape != (2,):
+            raise ValueError(f"{path}: dive {dives['key'].iloc[i]} has transitions_96 {t.tolist()}, "
+                             "expected two frame indices")
+        out[i] = t
+    return out
+
+
+def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: str | torch.device = "cpu"
+                   ) -> DiveData:
+    """Read dives.parquet and every dive's features from the cache into tensors on `device`."""
+    from aqa.data.annotations import read_dives
+    from aqa.features.cache import FeatureCache
+
+    dives_parquet, features_dir = Path(dives_parquet), Path(features_dir)
+    dives = read_dives(dives_parquet).sort_values("key").reset_index(drop=True)
+    if dives.empty:
+        raise ValueError(f"{dives_parquet}: no dives")
+    cache = FeatureCache(features_dir)
+    missing = [k for k, v, i in zip(dives["key"], dives["video"], dives["idx"]) if not cache.has(v, int(i))]
+    if missing:
+        raise FileNotFoundError(f"{features_dir}: feature cache lacks {len(missing)} of {len(dives)} dives "
+                                f"of {dives_parquet}, e.g. {missing[:3]}; run extract-features first")
+    pooled, maps = [], []
+    for video, idx in tqdm(zip(dives["video"], dives["idx"]), total=len(dives), desc="load features",
+                           leave=False):
+        p, m = cache.load(video, int(idx))
+        pooled.append(torch.from_numpy(np.asarray(p, dtype=np.float16)))
+        maps.append(torch.from_numpy(np.asarray(m, dtype=np.float16)))
+    shapes = {tuple(p.shape) for p in pooled}, {tuple(m.shape) for m in maps}
+    if len(shapes[0]) != 1 or len(shapes[1]) != 1:
+        raise ValueError(f"{features_dir}: dives have features of different shapes {shapes}")
+    action_names = sorted(dives["action_type"].astype(str).unique())
+    lookup = {a: i for i, a in enumerate(action_names)}
+    data = DiveData(
+        dives=dives,
+        pooled=torch.stack(pooled).to(device),
+        maps=torch.stack(maps).to(device),
+        score=torch.as_tensor(dives["dive_score"].to_numpy(np.float32), device=device),
+        transitions=torch.as_tensor(_transitions(dives, dives_parquet), device=device),
+        action=torch.as_tensor([lookup[a] for a in dives["action_type"].astype(str)], device=device),
+        action_names=action_names,
+        fingerprint=str(cache.fingerprint),
+    )
+    log.info("loaded %d dives (%d views) from %s", len(dives), data.views, features_dir)
+    return data
+
+
+def split_validation(dives: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of (training pool, validation) carved from the train split.
+
+    Stratified by action type: each type gives round(fraction * n) dives to validation but keeps
+    at least one in the pool, so dn exemplars exist for every trained type.
+    """
+    train = np.flatnonzero(dives["split"].to_numpy() == "train")
+    if train.size == 0:
+        raise ValueError("no dives in the train split")
+    if fraction <= 0:
+        return train, np.empty(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    actions = dives["action_type"].astype(str).to_numpy()[train]
+    val = []
+    for action in sorted(set(actions)):
+        members = train[actions == action]
+        n_val = min(int(round(fraction * members.size)), members.size - 1)
+        if n_val > 0:
+            val.extend(rng.choice(members, size=n_val, replace=False).tolist())
+    val_arr = np.array(sorted(val), dtype=np.int64)
+    return np.setdiff1d(train, val_arr), val_arr

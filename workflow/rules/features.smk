@@ -1,0 +1,29 @@
+# The backbone and the I3D feature cache.
+
+
+rule fetch_i3d:
+    output:
+        weights=f"{I3D}/kinetics400_rgb.pt",
+        manifest=f"{I3D}/manifest.json",
+    params:
+        section=config["fetch_i3d"],
+    log:
+        "logs/fetch_i3d/fetch_i3d.log",
+    shell:
+        "{AQA} fetch-i3d --params {PARAMS} --log {log} --out {I3D}"
+
+
+rule extract_features:
+    input:
+        frames=rules.extract_frames.output,
+        annotations=ANNOTATIONS,
+        weights=rules.fetch_i3d.output.weights,
+    output:
+        directory(FEATURES),
+    params:
+        section=config["extract_features"],
+    log:
+        "logs/extract_features/extract_features.log",
+    shell:
+        "{AQA} extract-features --params {PARAMS} --log {log} --frames {FRAMES_SOURCE}"
+        " --annotations {DIVES} --weights {input.weights} --out {output}"
