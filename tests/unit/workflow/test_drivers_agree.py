@@ -1,0 +1,105 @@
+"""dvc.yaml and the Snakefile describe the same stages, outputs and params."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from dvc.repo import Repo
+from snakemake.api import OutputSettings, ResourceSettings, SnakemakeApi
+
+REPO = Path(__file__).resolve().parents[3]
+HELPER_RULES = {"all"}
+
+
+@pytest.fixture(scope="module")
+def smk_rules():
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1),
+                          snakefile=REPO / "Snakefile", workdir=REPO)
+        yield {r.name: r for r in wf._workflow.rules}
+
+
+@pytest.fixture(scope="module")
+def dvc_stages():
+    with Repo(str(REPO)) as repo:
+        stages = []
+        for stage in repo.index.stages:
+            stages.append({
+                "name": stage.name,
+                "cmd": stage.cmd,
+                "outs": [str(Path(o.def_path)) for o in stage.outs],
+                "params": [key for dep in stage.params for key in dep.params],
+            })
+        return stages
+
+
+def _snakemake_call(cmd: str) -> tuple[list[str], str]:
+    """The allowed rules and the single target of a stage's snakemake command."""
+    words = shlex.split(cmd)
+    assert words[0] == "snakemake", f"stage command does not run snakemake: {cmd}"
+    sep = words.index("--")
+    rules_at = words.index("--allowed-rules")
+    allowed = words[rules_at + 1:sep]
+    targets = words[sep + 1:]
+    assert len(targets) == 1, f"a DVC stage must run exactly one Snakemake target: {cmd}"
+    return allowed, targets[0]
+
+
+def _concrete_outputs(rule, target: str) -> list[str]:
+    """The rule's outputs with wildcards filled from `target` (a path or the rule's name)."""
+    outputs = [str(o) for o in rule.output]
+    if target == rule.name or not rule.wildcard_names:
+        return outputs
+    for pattern in outputs:
+        regex = re.sub(r"\{(\w+)(,[^}]*)?\}", r"(?P<\1>[^/]+)", re.escape(pattern).replace(r"\{", "{").replace(r"\}", "}"))
+        m = re.fullmatch(regex, target)
+        if m:
+            return [re.sub(r"\{(\w+)(,[^}]*)?\}", lambda w: m.group(w.group(1)), p) for p in outputs]
+    raise AssertionError(f"target {target} matches no output of rule {rule.name}")
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def test_every_stage_is_a_rule_and_every_stage_rule_a_stage(smk_rules, dvc_stages):
+    stage_names = {s["name"].split("@")[0] for s in dvc_stages}
+    params_sections = set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert stage_names == params_sections, "one name per stage: dvc stages vs params sections"
+    missing = stage_names - set(smk_rules)
+    assert not missing, f"DVC stages without a Snakemake rule of the same name: {missing}"
+    stage_rules = {n for n in smk_rules if n not in HELPER_RULES and not n.endswith(("_video", "_variant"))}
+    assert stage_rules == stage_names
+
+
+def test_outputs_agree(smk_rules, dvc_stages):
+    for stage in dvc_stages:
+        allowed, target = _snakemake_call(stage["cmd"])
+        unknown = set(allowed) - set(smk_rules)
+        assert not unknown, f"{stage['name']}: --allowed-rules names unknown rules {unknown}"
+        target_rule = next((smk_rules[r] for r in allowed if r == target), None) or next(
+            smk_rules[r] for r in allowed if smk_rules[r].wildcard_names)
+        produced = _concrete_outputs(target_rule, target)
+        for out in produced:
+            assert any(_under(out, o) for o in stage["outs"]), (
+                f"{stage['name']}: Snakemake output {out} is not under any DVC out {stage['outs']}")
+        for out in stage["outs"]:
+            assert any(_under(p, out) or _under(out, p) for p in produced) or target_rule.name == stage["name"], (
+                f"{stage['name']}: DVC out {out} is made by no rule output {produced}")
+
+
+def test_params_agree(smk_rules, dvc_stages, repo_params):
+    for stage in dvc_stages:
+        base = stage["name"].split("@")[0]
+        sections = {p.split(".")[0] for p in stage["params"]}
+        assert base in sections, f"{stage['name']}: DVC does not track its own params section {base}"
+        rules = _snakemake_call(stage["cmd"])[0]
+        for name in rules:
+            rule_params = dict(smk_rules[name].params.items()) if smk_rules[name].params else {}
+            if "section" in rule_params:
+                assert rule_params["section"] == repo_params[base], (
+                    f"rule {name} reruns on a params section other than {base}")
