@@ -59,7 +59,7 @@ def check_scores(key: str, difficulty: float, judges: Sequence[float], dive_scor
     j = np.asarray(judges, dtype=float)
     out_of_range = [float(v) for v in j if not 0.0 <= v <= 10.0]
     if out_of_range:
-        found.append(Anomaly(key, "judge_out_of_range", f"judge value(s) {out_of_range} outside 0..10 in {list(j)}"))
+        found.append(Anomaly(key, "judge_out_of_range", f"judge value(s) {out_of_range} outside 0..10 in {j.tolist()}"))
     off_step = [float(v) for v in j if 0.0 <= v <= 10.0 and v * 2 != round(v * 2)]
     if off_step:
         found.append(Anomaly(key, "judge_not_half_point", f"judge value(s) {off_step} not a multiple of 0.5"))
@@ -76,7 +76,7 @@ def check_scores(key: str, difficulty: float, judges: Sequence[float], dive_scor
         found.append(Anomaly(
             key, "score_rule_mismatch",
             f"{j.size} judges: {expected} gives {value:.2f}, dive_score is {dive_score:.2f} "
-            f"(DD {difficulty}, judges {list(j)}); fits {', '.join(fits) or 'no rule'}",
+            f"(DD {difficulty}, judges {j.tolist()}); fits {', '.join(fits) or 'no rule'}",
         ))
     return fits, found
 
