@@ -113,7 +113,7 @@ def flax_to_state_dict(variables: Mapping[str, Any], source: str = "<flax variab
     sd[f"{tname}.conv3d.weight"] = _conv_kernel(take(params, key, "params"), key, source)
     sd[f"{tname}.conv3d.bias"] = _torch(take(params, f"{fname}/Conv_0/bias", "params").reshape(-1))
 
-    unused = sorted({f"params/{k}" for k in params} | {f"batch_stats/{k}" for k in stats} - used)
+    unused = sorted(({f"params/{k}" for k in params} | {f"batch_stats/{k}" for k in stats}) - used)
     if unused:
         raise WeightsError(f"{source}: {len(unused)} Flax arrays have no place in the model, "
                            f"e.g. {unused[:5]}")
