@@ -147,7 +147,7 @@ class FrameReader:
             raise VideoError(f"{self.path}: video ends after {self._next} frames "
                              f"(last frame number {self._next - 1})") from None
         except av.error.FFmpegError as exc:
-            raise VideoError(f"{self.path}: decoding failed after frame {self._next - 1} "
+            raise VideoError(f"{self.path}: decoding failed at frame {self._next} "
                              f"(truncated or corrupt?): {exc}") from None
         if frame.pts is None:
             self._regular = False
