@@ -19,11 +19,13 @@ rule extract_features:
         annotations=ANNOTATIONS,
         weights=rules.fetch_i3d.output.weights,
     output:
-        directory(FEATURES),
+        # A flag, not the folder: Snakemake deletes a job's outputs before it runs, and the
+        # cache must survive an interruption (the stage resumes and checks its own manifest).
+        touch(f"{FEATURES}/.extract_features.done"),
     params:
         section=config["extract_features"],
     log:
         "logs/extract_features/extract_features.log",
     shell:
         "{AQA} extract-features --params {PARAMS} --log {log} --frames {FRAMES_SOURCE}"
-        " --annotations {DIVES} --weights {input.weights} --out {output}"
+        " --annotations {DIVES} --weights {input.weights} --out {FEATURES}"

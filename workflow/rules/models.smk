@@ -3,10 +3,12 @@
 
 rule train_variant:
     input:
-        features=FEATURES,
+        features=rules.extract_features.output,
         annotations=ANNOTATIONS,
     output:
-        directory(f"{MODELS}/{{variant}}"),
+        # A flag, not the folder: checkpoints must survive an interrupted job (training
+        # resumes from them, and starts afresh itself when its config changed).
+        touch(f"{MODELS}/{{variant}}/.train.done"),
     wildcard_constraints:
         variant="|".join(trained_variants()),
     params:
@@ -15,18 +17,18 @@ rule train_variant:
         "logs/train/{variant}.log",
     shell:
         "{AQA} train --params {PARAMS} --log {log} --variant {wildcards.variant}"
-        " --features {input.features} --annotations {DIVES} --out {output}"
+        " --features {FEATURES} --annotations {DIVES} --out {MODELS}/{wildcards.variant}"
 
 
 rule train:
     input:
-        expand(f"{MODELS}/{{variant}}", variant=trained_variants()),
+        expand(f"{MODELS}/{{variant}}/.train.done", variant=trained_variants()),
 
 
 rule evaluate_variant:
     input:
-        models=f"{MODELS}/{{name}}",
-        features=FEATURES,
+        trained=f"{MODELS}/{{name}}/.train.done",
+        features=rules.extract_features.output,
         annotations=ANNOTATIONS,
     output:
         metrics=f"{METRICS}/{{name}}.json",
@@ -39,7 +41,7 @@ rule evaluate_variant:
         "logs/evaluate/{name}.log",
     shell:
         "{AQA} evaluate --params {PARAMS} --log {log} --variant {wildcards.name}"
-        " --models {input.models} --features {input.features} --annotations {DIVES}"
+        " --models {MODELS}/{wildcards.name} --features {FEATURES} --annotations {DIVES}"
         " --metrics {output.metrics} --predictions {output.predictions}"
 
 
