@@ -1,0 +1,146 @@
+"""Stage synthesize_videos: stand-in competition videos, their annotations and masks.
+
+From real FineDiving annotation files (every dive keeps its key, split, scores and labels; its
+frames move onto the synthetic video's timeline) or from a sampled annotation set with the
+real statistics, render one H.264 mp4 per competition video, FineDiving-HM-style masks for
+every dive frame and the six annotation files. Each dive is drawn from an RNG seeded by
+(seed, video, idx), so the output does not depend on the order of work.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from aqa.data.finediving import Dive, FineDivingAnnotations, Key, read_finediving, write_finediving
+from aqa.data.synth.dive_numbers import parse_dive_number
+from aqa.data.synth.diver import BOARD_HEIGHT, DiveMotion, Frame
+from aqa.data.synth.encode import open_video
+from aqa.data.synth.render import Renderer, sample_look
+from aqa.data.synth.sampler import (Event, event_of_video, quality_from_score, rng_for,
+                                    sample_annotations, stratified_subset)
+from aqa.data.synth.scene import build_scene, follow
+from aqa.data.synth.timeline import VideoPlan, place_on_timeline, step_timing
+from aqa.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("source_annotations", "seed", "num_videos", "dives_per_video", "test_fraction", "subset",
+            "height", "width", "fps", "gap_frames", "crf")
+
+
+def load_source(cfg: dict) -> tuple[FineDivingAnnotations, dict[Key, np.ndarray]]:
+    """The annotation set to render and each dive's latent step qualities."""
+    seed = int(cfg["seed"])
+    if cfg["source_annotations"] is None:
+        sampled = sample_annotations(cfg)
+        ann, quality = sampled.annotations, sampled.quality
+        log.info("sampled %d dives in %d videos", len(ann.dives), int(cfg["num_videos"]))
+    else:
+        ann = read_finediving(Path(cfg["source_annotations"]))
+        quality = {k: quality_from_score(d, seed) for k, d in ann.dives.items()}
+        log.info("read %d dives from %s", len(ann.dives), cfg["source_annotations"])
+    ann = stratified_subset(ann, cfg["subset"]["max_dives"], int(cfg["subset"]["seed"]))
+    return ann, {k: quality[k] for k in ann.dives}
+
+
+def synthesize_videos(cfg: dict, *, videos_dir: Path, annotations_dir: Path, masks_dir: Path) -> None:
+    """Render every competition video of the annotation set, its masks and its annotations."""
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise KeyError(f"synthesize_videos params lack: {', '.join(missing)}")
+    for side in ("height", "width"):
+        if int(cfg[side]) % 2:
+            raise ValueError(f"synthesize_videos.{side} must be even for yuv420p, got {cfg[side]}")
+    ann, quality = load_source(cfg)
+    ann, plans = place_on_timeline(ann, tuple(cfg["gap_frames"]), int(cfg["seed"]))
+    videos_dir, masks_dir = Path(videos_dir), Path(masks_dir)
+    videos_dir.mkdir(parents=True, exist_ok=True)
+    total = sum(p.num_frames for p in plans)
+    workers = min(int(cfg.get("workers", 1)), len(plans))
+    jobs = [(plan, _only(ann, plan), {k: quality[k] for k in plan.keys}, cfg, videos_dir / f"{plan.name}.mp4", masks_dir / plan.name)
+            for plan in plans]
+    with tqdm(total=total, unit="frame", desc="synthesize_videos", mininterval=2.0) as bar:
+        if workers <= 1:
+            for job in jobs:
+                render_video(*job, bar=bar)
+        else:  # whole videos per process; every dive has its own RNG, so the result is the same
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(render_video, *job): job[0] for job in jobs}
+                for fut in as_completed(futures):
+                    fut.result()
+                    bar.update(futures[fut].num_frames)
+    write_finediving(ann, Path(annotations_dir))
+    log.info("wrote %d videos, %d dives, %d frames", len(plans), len(ann.dives), total)
+
+
+def _only(ann: FineDivingAnnotations, plan: VideoPlan) -> FineDivingAnnotations:
+    """The dives of one video (what a worker process needs)."""
+    return FineDivingAnnotations({k: ann.dives[k] for k in plan.keys}, ann.sub_action_types)
+
+
+def render_video(plan: VideoPlan, ann: FineDivingAnnotations, quality: dict[Key, np.ndarray], cfg: dict,
+                 out_path: Path, masks_root: Path, bar: tqdm | None = None) -> None:
+    """One mp4 with all its dives (and the gaps between them) plus the dives' mask folders."""
+    seed, h, w, fps = int(cfg["seed"]), int(cfg["height"]), int(cfg["width"]), int(cfg["fps"])
+    event = event_of_video(plan.name, [ann.dives[k].action_type for k in plan.keys])
+    scene = build_scene(event.board, h, w, rng_for(seed, plan.name, "scene"))
+    renderer = Renderer(scene, h, w)
+    with open_video(out_path, width=w, height=h, fps=fps, crf=int(cfg["crf"])) as video:
+        cursor = 0
+        for key in plan.keys:
+            dive = ann.dives[key]
+            for rgb in _gap_frames(renderer, event, dive.start_frame - cursor, seed, plan.name, key[1]):
+                video.write(rgb)
+            with atomic_path(masks_root / str(key[1])) as tmp_dir:
+                tmp_dir.mkdir(parents=True)
+                for offset, (rgb, mask) in enumerate(_dive_frames(renderer, event, dive, quality[key], seed, fps)):
+                    video.write(rgb)
+                    Image.fromarray(mask, mode="L").save(tmp_dir / f"{dive.start_frame + offset:05d}.jpg", quality=90)
+            cursor = dive.end_frame + 1
+            if bar is not None:
+                bar.update(dive.num_frames)
+        for rgb in _gap_frames(renderer, event, plan.num_frames - cursor, seed, plan.name, "end"):
+            video.write(rgb)
+    if bar is not None:
+        bar.update(plan.num_frames - sum(ann.dives[k].num_frames for k in plan.keys))
+
+
+def _dive_frames(renderer: Renderer, event: Event, dive: Dive, q: np.ndarray, seed: int, fps: int):
+    """Yield (rgb, mask) for every frame of one dive."""
+    rng = rng_for(seed, dive.video, dive.idx, "render")
+    dn = parse_dive_number(dive.action_type)
+    timing = step_timing(dive.frame_labels, dn.half_twists)
+    motion = DiveMotion(dn, timing, event.board, q, rng, fps=fps)
+    look = sample_look(rng)
+    lag = int(rng.integers(0, 3))
+    frames = [motion.frame(f) for f in range(timing.num_frames)]
+    com = np.array([fr.com for fr in frames])
+    cam = follow(com, water_margin=0.5 + rng.uniform(0, 0.4), rng=rng)
+    noise_idx = rng.integers(0, 1 << 16, size=timing.num_frames)
+    for f, fr in enumerate(frames):
+        partner = None
+        if event.synchronised:  # the partner, a step behind in depth, nearly in time
+            p = frames[max(0, f - lag)]
+            partner = Frame(p.com + np.array([0.45, 0.08]), p.theta, p.pose, p.facing, 0.0, -1)
+        yield renderer.frame(cam, f, look, [fr], partner, dive.start_frame + f, int(noise_idx[f]))
+
+
+def _gap_frames(renderer: Renderer, event: Event, n: int, seed: int, video: str, tag: object):
+    """The pool between dives: no diver, the camera resting near the board end."""
+    if n <= 0:
+        return
+    rng = rng_for(seed, video, tag, "gap")
+    look = sample_look(rng)
+    rest = np.array([[0.3, BOARD_HEIGHT[event.board] - 0.5]] * n)
+    cam = follow(rest, water_margin=1.0, rng=rng)
+    noise_idx = rng.integers(0, 1 << 16, size=n)
+    for i in range(n):
+        rgb, _ = renderer.frame(cam, i, look, [], None, i, int(noise_idx[i]))
+        yield rgb

@@ -1,0 +1,153 @@
+"""Stage synthesize_videos end to end: real mp4s, masks and annotation files, real and sampled."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from scipy.stats import spearmanr
+
+from aqa.data.finediving import RELEASE_FILES, AnnotationError, read_finediving
+from aqa.data.synthesize import synthesize_videos
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(cfg, root: Path):
+    synthesize_videos(cfg, videos_dir=root / "videos", annotations_dir=root / "ann", masks_dir=root / "masks")
+    return read_finediving(root / "ann")
+
+
+def decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+@pytest.fixture()
+def cfg(tiny_params):
+    return dict(tiny_params["synthesize_videos"])
+
+
+def test_sampled_videos_masks_and_annotations(cfg, tmp_path):
+    ann = run(cfg, tmp_path)
+    assert len(ann.dives) == cfg["num_videos"] * cfg["dives_per_video"]
+    videos = sorted({k[0] for k in ann.dives})
+    assert sorted(p.stem for p in (tmp_path / "videos").glob("*.mp4")) == videos
+    assert not [p for p in (tmp_path / "videos").iterdir() if p.suffix != ".mp4"]  # no temp files left
+    for video in videos:
+        frames = decode(tmp_path / "videos" / f"{video}.mp4")
+        assert frames.shape[1:] == (cfg["height"], cfg["width"], 3)
+        with av.open(str(tmp_path / "videos" / f"{video}.mp4")) as c:
+            s = c.streams.video[0]
+            assert s.codec_context.name == "h264" and s.format.name == "yuv420p"
+            assert s.average_rate == cfg["fps"]
+        dives = sorted((d for d in ann.dives.values() if d.video == video), key=lambda d: d.idx)
+        assert cfg["gap_frames"][0] <= dives[0].start_frame <= cfg["gap_frames"][1]
+        assert len(frames) > dives[-1].end_frame
+        for d in dives:
+            mask_dir = tmp_path / "masks" / video / str(d.idx)
+            names = sorted(p.name for p in mask_dir.iterdir())
+            assert names == [f"{f:05d}.jpg" for f in range(d.start_frame, d.end_frame + 1)]
+            first = np.asarray(Image.open(mask_dir / names[0]))
+            assert first.ndim == 2 and first.shape == (cfg["height"], cfg["width"])
+            entry = int(d.steps_transit_frames[-1]) + 1
+            for name in names[:entry]:  # the diver is in view and masked before the entry
+                assert (np.asarray(Image.open(mask_dir / name)) > 127).any(), name
+
+
+def test_same_seed_same_output(cfg, tmp_path):
+    # one process against two: each dive has its own RNG, so the order of work must not matter
+    cfg.update(num_videos=2, dives_per_video=1)
+    run(cfg | {"workers": 1}, tmp_path / "a")
+    run(cfg | {"workers": 2}, tmp_path / "b")
+    for name in RELEASE_FILES:
+        assert (tmp_path / "a" / "ann" / name).read_bytes() == (tmp_path / "b" / "ann" / name).read_bytes()
+    for mp4 in (tmp_path / "a" / "videos").glob("*.mp4"):
+        assert np.array_equal(decode(mp4), decode(tmp_path / "b" / "videos" / mp4.name))
+
+
+def test_real_annotations_keep_their_facts(cfg, tmp_path, finediving_annotations_dir):
+    cfg.update(source_annotations=str(finediving_annotations_dir), subset={"max_dives": 4, "seed": 0})
+    real = read_finediving(finediving_annotations_dir)
+    ann = run(cfg, tmp_path)
+    assert len(ann.dives) == 4
+    assert set(ann.train_keys) <= set(real.train_keys) and set(ann.test_keys) <= set(real.test_keys)
+    assert ann.train_keys == [k for k in real.train_keys if k in ann.dives]
+    for key, d in ann.dives.items():
+        r = real.dives[key]
+        assert (d.split, d.action_type, d.difficulty, d.dive_score, d.judge_scores) == \
+            (r.split, r.action_type, r.difficulty, r.dive_score, r.judge_scores)
+        assert np.array_equal(d.frame_labels, r.frame_labels)
+        assert np.array_equal(d.steps_transit_frames, r.steps_transit_frames)
+        assert d.num_frames == r.num_frames
+        # the video's dives in idx order on the new timeline, each after a gap
+        same_video = sorted((x for x in ann.dives.values() if x.video == d.video), key=lambda x: x.idx)
+        prev_end = -1
+        for x in same_video:
+            assert cfg["gap_frames"][0] <= x.start_frame - prev_end - 1 <= cfg["gap_frames"][1]
+            prev_end = x.end_frame
+        frames = decode(tmp_path / "videos" / f"{key[0]}.mp4")
+        assert len(frames) > d.end_frame
+        assert len(list((tmp_path / "masks" / key[0] / str(key[1])).glob("*.jpg"))) == d.num_frames
+
+
+def test_missing_annotation_file_is_named(cfg, tmp_path, finediving_annotations_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(finediving_annotations_dir, broken)
+    os.chmod(broken, 0o755)
+    (broken / "train_split.pkl").unlink()
+    cfg.update(source_annotations=str(broken))
+    with pytest.raises(AnnotationError, match="train_split.pkl"):
+        run(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "videos").exists() or not list((tmp_path / "out" / "videos").iterdir())
+
+
+def test_cli_runs_the_stage(tiny_params, tmp_path):
+    p = dict(tiny_params)
+    p["synthesize_videos"] = dict(p["synthesize_videos"], num_videos=1, dives_per_video=1)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(p))
+    aqa = Path(sys.executable).with_name("aqa")
+    result = subprocess.run([str(aqa), "synthesize-videos", "--params", str(params), "--videos", str(tmp_path / "v"),
+                             "--annotations", str(tmp_path / "a"), "--masks", str(tmp_path / "m")],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "v").glob("*.mp4"))) == 1
+    assert len(read_finediving(tmp_path / "a").dives) == 1
+
+
+def _image_stat_correlations(cfg, root):
+    """|Spearman| of per-clip image statistics against the execution part of the score."""
+    ann = run(cfg, root)
+    stats, execution = [], []
+    for video in sorted({k[0] for k in ann.dives}):
+        frames = decode(root / "videos" / f"{video}.mp4")
+        for d in ann.dives.values():
+            if d.video == video:
+                clip = frames[d.start_frame: d.end_frame + 1].astype(np.float64)
+                channel = clip.mean(axis=(0, 1, 2))
+                stats.append([*channel, channel.mean(), d.num_frames])
+                execution.append(d.dive_score / d.difficulty)
+    stats = np.array(stats)
+    return {name: abs(spearmanr(stats[:, i], execution)[0])
+            for i, name in enumerate(["red", "green", "blue", "brightness", "length"])}
+
+
+def test_image_statistics_do_not_give_away_the_score_small(cfg, tmp_path):
+    # 18 dives: only gross leaks are detectable, hence the loose bound; the slow test is the real check
+    cfg.update(num_videos=6, dives_per_video=3)
+    rho = _image_stat_correlations(cfg, tmp_path)
+    assert max(rho.values()) < 0.5, rho
+
+
+@pytest.mark.slow
+def test_image_statistics_do_not_give_away_the_score(cfg, tmp_path):
+    cfg.update(num_videos=6, dives_per_video=10)
+    rho = _image_stat_correlations(cfg, tmp_path)
+    assert max(rho.values()) < 0.2, rho
