@@ -145,7 +145,7 @@ def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_d
 @main.command("evaluate")
 @_params_option
 @_log_option
-@click.option("--variant", required=True, help="Variant name, e.g. tsa-dn or tsa_dagger-dn.")
+@click.option("--variant", required=True, help="Variant name, <variant>-<dn|nodn>, e.g. tsa-dn.")
 @click.option("--models", "models_dir", type=EXISTING, required=True, help="Model folder of the trained variant.")
 @click.option("--features", "features_dir", type=EXISTING, required=True, help="Feature cache folder.")
 @click.option("--annotations", "dives_parquet", type=EXISTING, required=True, help="dives.parquet.")

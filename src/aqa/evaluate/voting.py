@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from aqa.train.data import DiveData
+from aqa.train.data import DiveData, uses_maps
 from aqa.train.exemplars import eval_exemplars
 
 
@@ -46,13 +46,15 @@ def vote(model: torch.nn.Module, data: DiveData, query_rows: np.ndarray, exempla
     model.eval()
     per_ex = np.full((n, m), np.nan)
     pred_t = None
+    maps = uses_maps(model)
     for start in range(0, n, batch_size):
         q, ex = query_rows[start:start + batch_size], exemplar_rows[start:start + batch_size]
         valid = ex >= 0                                   # (b, M)
         q_flat = np.repeat(q, m)[valid.ravel()]           # (P,) pairs, row-major over (b, M)
         e_flat = ex[valid]                                # (P,)
         with autocast_for(data.device, amp):
-            out = model(data.batch(q_flat), data.batch(e_flat), transitions=transitions)
+            out = model(data.batch(q_flat, with_maps=maps), data.batch(e_flat, with_maps=maps),
+                        transitions=transitions)
         scores = out["delta"].float().reshape(-1) + data.score[torch.as_tensor(e_flat, device=data.device)]
         grid = per_ex[start:start + len(q)]
         grid[valid] = scores.cpu().numpy()

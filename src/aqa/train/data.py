@@ -46,19 +46,32 @@ class DiveData:
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.dives["split"].to_numpy() == split)
 
-    def batch(self, idx: np.ndarray | torch.Tensor, views: np.ndarray | torch.Tensor | None = None
-              ) -> dict[str, torch.Tensor]:
-        """The model's batch dict for rows `idx` (view 0, or the given view per row)."""
+    def batch(self, idx: np.ndarray | torch.Tensor, views: np.ndarray | torch.Tensor | None = None, *,
+              with_maps: bool = True) -> dict[str, torch.Tensor]:
+        """The model's batch dict for rows `idx` (view 0, or the given view per row).
+
+        with_maps=False leaves out the maps, 16x the pooled features, for methods that never read them.
+        """
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=self.device)
         v = (torch.zeros_like(idx) if views is None
              else torch.as_tensor(np.asarray(views), dtype=torch.long, device=self.device))
-        return {
+        out = {
             "pooled": self.pooled[idx, v].float(),        # (B, 9, 1024)
-            "maps": self.maps[idx, v].float(),            # (B, 9, 1024, 4, 4)
             "score": self.score[idx],                     # (B,)
             "transitions": self.transitions[idx],         # (B, 2)
             "action": self.action[idx],                   # (B,)
         }
+        if with_maps:
+            out["maps"] = self.maps[idx, v].float()       # (B, 9, 1024, 4, 4)
+        return out
+
+
+# Methods of the registry that never read the spatial maps.
+MAPLESS_METHODS = frozenset({"fr", "fr_asym", "fr_dn", "fsr"})
+
+
+def uses_maps(model: torch.nn.Module) -> bool:
+    return getattr(model, "method", None) not in MAPLESS_METHODS
 
 
 def _transitions(dives: pd.DataFrame, path: Path) -> np.ndarray:
@@ -93,8 +106,8 @@ def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: 
     for video, idx in tqdm(zip(dives["video"], dives["idx"]), total=len(dives), desc="load features",
                            leave=False):
         p, m = cache.load(video, int(idx))
-        pooled.append(torch.from_numpy(np.asarray(p, dtype=np.float16)))
-        maps.append(torch.from_numpy(np.asarray(m, dtype=np.float16)))
+        pooled.append(torch.from_numpy(np.array(p, dtype=np.float16)))  # copy: mmaps are read-only
+        maps.append(torch.from_numpy(np.array(m, dtype=np.float16)))
     shapes = {tuple(p.shape) for p in pooled}, {tuple(m.shape) for m in maps}
     if len(shapes[0]) != 1 or len(shapes[1]) != 1:
         raise ValueError(f"{features_dir}: dives have features of different shapes {shapes}")

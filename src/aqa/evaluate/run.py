@@ -1,0 +1,220 @@
+"""The evaluate stage: honest and paper protocols for every seed, written as one metrics JSON.
+
+honest: the best-validation checkpoint evaluated once on test (also for each M of Table 4).
+paper:  the best value of each metric over the epochs on test, each metric independently, as
+        the reference code reports (read from the per-epoch history of the same run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aqa.evaluate.floor import action_type_floor
+from aqa.evaluate.voting import Votes, exemplar_rows, vote, votes_metrics
+from aqa.io import atomic_path, write_json_atomic
+from aqa.train.checkpoint import git_commit, load_checkpoint
+from aqa.train.data import DiveData, load_dive_data
+from aqa.train.loop import build, resolve_device
+from aqa.train.run import dataset_name, parse_variant, split_rows
+from aqa.train.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+# Paper protocol: the direction in which each metric is best.
+BEST = {"rho": max, "rl2_x100": min, "l2": min, "aiou50": max, "aiou75": max}
+
+
+def report_metrics(m: dict[str, float]) -> dict[str, float]:
+    """Metrics in the report's units: rl2 x 100; aiou as fractions in [0, 1]."""
+    out = {"rho": m["rho"], "rl2_x100": 100.0 * m["rl2"], "l2": m["l2"]}
+    out.update({k: m[k] for k in ("aiou50", "aiou75") if k in m})
+    return out
+
+
+def paper_metrics(history: list[dict[str, Any]], split: str = "test") -> dict[str, float]:
+    """Best value of each metric over epochs on `split`, each metric independently."""
+    per_epoch = [report_metrics(h[split]) for h in history if h.get(split)]
+    if not per_epoch:
+        raise ValueError(f"history has no {split!r} metrics")
+    out = {}
+    for key, pick in BEST.items():
+        values = [e[key] for e in per_epoch if e.get(key) is not None and not math.isnan(e[key])]
+        if values:
+            out[key] = float(pick(values))
+    return out
+
+
+def summarize(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float | None]]:
+    """Mean and sample standard deviation over seeds (std 0 with one seed) of each metric."""
+    out = {}
+    for key in BEST:
+        values = [m.get(key) for m in per_seed]
+        if not values or any(v is None for v in values):
+            continue
+        arr = np.asarray(values, dtype=float)
+        out[key] = {"mean": _finite(arr.mean()), "std": _finite(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+    return out
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(float(x)) else float(x)
+
+
+def _clean(obj: Any) -> Any:
+    """NaN -> null so the JSON stays standard."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float):
+        return _finite(obj)
+    return obj
+
+
+def prefix_votes(votes: Votes, m: int) -> Votes:
+    """The votes of the first m exemplars (a dive's first m exemplars are its M=m exemplars)."""
+    per = votes.per_exemplar[:, :m]
+    return Votes(pred=np.nanmean(per, axis=1), per_exemplar=per, pred_transitions=votes.pred_transitions)
+
+
+def predictions_frame(data: DiveData, rows: np.ndarray, votes: Votes) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "key": data.dives["key"].to_numpy()[rows],
+        "true": data.dives["dive_score"].to_numpy(float)[rows],
+        "predicted": votes.pred.astype(float),
+        "num_exemplars": np.isfinite(votes.per_exemplar).sum(axis=1).astype(np.int32),
+    })
+    if votes.pred_transitions is not None:
+        true_t = data.transitions.cpu().numpy()[rows]
+        frame["pred_t1"], frame["pred_t2"] = votes.pred_transitions[:, 0], votes.pred_transitions[:, 1]
+        frame["true_t1"], frame["true_t2"] = true_t[:, 0], true_t[:, 1]
+    return frame
+
+
+@dataclass
+class SeedResult:
+    by_m: dict[int, dict[str, float]]        # honest metrics for each M
+    gt: dict[str, float] | None              # honest metrics with ground-truth transitions, main M
+    predictions: pd.DataFrame
+    checkpoint: dict[str, Any]
+
+
+def evaluate_seed(data: DiveData, seed_dir: Path, *, mode: str, counts: list[int], eval_cfg: dict[str, Any],
+                  device: torch.device) -> SeedResult:
+    """Honest metrics of best_val.pt for every M in `counts`, predictions at eval_cfg.num_exemplars.
+
+    One vote with max(counts) exemplars serves every M: a dive's first M exemplars are its M-set.
+    """
+    path = seed_dir / "best_val.pt"
+    best = load_checkpoint(path, map_location=device)
+    if best.get("fingerprint") != data.fingerprint:
+        raise ValueError(f"{path}: trained on feature cache {best.get('fingerprint')}, "
+                         f"the cache is now {data.fingerprint}; retrain")
+    model = build(best["config"], device)
+    model.load_state_dict(best["model"])
+    pool, _, test = split_rows(data, best["config"]["train"])
+    m_main, amp = eval_cfg["num_exemplars"], best["config"]["train"]["amp"]
+    ex = exemplar_rows(data, test, pool, mode, max(counts), eval_cfg["exemplar_seed"])
+    votes = vote(model, data, test, ex, batch_size=eval_cfg["batch_size"], amp=amp)
+    by_m = {m: report_metrics(votes_metrics(prefix_votes(votes, m), data, test)) for m in counts}
+    main = prefix_votes(votes, m_main)
+    preds = predictions_frame(data, test, main)
+    gt = None
+    if main.pred_transitions is not None and (data.transitions.cpu().numpy()[test] >= 0).all():
+        gt_votes = vote(model, data, test, ex[:, :m_main], batch_size=eval_cfg["batch_size"],
+                        transitions="gt", amp=amp)
+        gt = report_metrics(votes_metrics(gt_votes, data, test))
+        preds["predicted_gt"] = gt_votes.pred.astype(float)
+    return SeedResult(by_m=by_m, gt=gt, predictions=preds, checkpoint=best)
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    try:
+        history = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the training history: {exc}") from exc
+    if not isinstance(history, list) or not history:
+        raise ValueError(f"{path}: expected a non-empty list of epochs")
+    return history
+
+
+def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str | Path,
+                     dives_parquet: str | Path, metrics_path: str | Path, predictions_dir: str | Path,
+                     params: dict[str, Any], tracking_uri: str | None = None) -> dict[str, Any]:
+    """Evaluate every seed of a trained variant; write metrics_path and predictions_dir/seed<k>.parquet.
+
+    Methods that predict transitions also get a "gt_transitions" block: the same models with
+    ground-truth transitions at test (TSA-dagger is TSA's).
+    """
+    spec = parse_variant(variant, params)
+    models_dir, predictions_dir = Path(models_dir), Path(predictions_dir)
+    eval_cfg = params["evaluate"]
+    m_main = eval_cfg["num_exemplars"]
+    counts = sorted(set(params["make_report"]["exemplar_counts"]) | {m_main})
+    device = resolve_device(params["train"]["device"])
+    data = load_dive_data(dives_parquet, features_dir, device)
+    tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
+    per_seed, gt_seeds = [], []
+    for seed in params["train"]["seeds"]:
+        seed_dir = models_dir / f"seed{seed}"
+        res = evaluate_seed(data, seed_dir, mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)
+        history = _read_history(seed_dir / "history.json")
+        pred_path = predictions_dir / f"seed{seed}.parquet"
+        with atomic_path(pred_path) as tmp:
+            res.predictions.to_parquet(tmp, index=False)
+        entry = {"seed": seed, "best_epoch": res.checkpoint["epoch"] - 1, "honest": res.by_m[m_main],
+                 "paper": paper_metrics(history, "test"),
+                 "by_num_exemplars": {str(m): v for m, v in res.by_m.items()}}
+        per_seed.append(entry)
+        if res.gt is not None:
+            gt_seeds.append({"seed": seed, "honest": res.gt, "paper": paper_metrics(history, "test_gt")})
+        _track(tracker, spec.name, seed, entry, gt_seeds[-1] if res.gt is not None else None, pred_path,
+               res.checkpoint, eval_cfg, data.fingerprint)
+        log.info("%s seed %d: honest rho %.4f, paper rho %.4f", variant, seed, entry["honest"]["rho"],
+                 entry["paper"].get("rho", float("nan")))
+    result = {
+        "variant": spec.name, "method": spec.method, "exemplar_mode": spec.mode,
+        "footage": "stand-in" if params["extract_frames"]["frames_root"] is None else "real",
+        "seeds": list(params["train"]["seeds"]), "num_exemplars": m_main,
+        "honest": summarize([e["honest"] for e in per_seed]),
+        "paper": summarize([e["paper"] for e in per_seed]),
+        "by_num_exemplars": {str(m): {"honest": summarize([e["by_num_exemplars"][str(m)] for e in per_seed])}
+                             for m in counts},
+        "floor": action_type_floor(data.dives),
+        "per_seed": per_seed,
+        "units": "rl2_x100 = R-l2 x 100; aiou50/aiou75 are fractions in [0, 1]; std over seeds (ddof=1)",
+    }
+    if gt_seeds:
+        result["gt_transitions"] = {"honest": summarize([e["honest"] for e in gt_seeds]),
+                                    "paper": summarize([e["paper"] for e in gt_seeds]), "per_seed": gt_seeds}
+    result = _clean(result)
+    write_json_atomic(metrics_path, result)
+    return result
+
+
+def _track(tracker: Tracker, variant: str, seed: int, entry: dict[str, Any], gt: dict[str, Any] | None,
+           pred_path: Path, best: dict[str, Any], eval_cfg: dict[str, Any], fingerprint: str) -> None:
+    """An evaluation run nested under the seed's training run."""
+    tags = {"git_commit": git_commit(), "dvc_stage": f"evaluate@{variant}", "feature_fingerprint": fingerprint,
+            "variant": variant, "seed": str(seed), "protocol": "honest+paper"}
+    run_id = tracker.start(f"{variant}-seed{seed}-eval", params={"evaluate": eval_cfg, "variant": variant},
+                           tags=tags, parent_run_id=best.get("mlflow_run_id"))
+    metrics = {f"honest_{k}": v for k, v in entry["honest"].items()}
+    metrics.update({f"paper_{k}": v for k, v in entry["paper"].items()})
+    for m, v in entry["by_num_exemplars"].items():
+        metrics.update({f"honest_M{m}_{k}": x for k, x in v.items()})
+    if gt is not None:
+        for protocol in ("honest", "paper"):
+            metrics.update({f"gt_{protocol}_{k}": v for k, v in gt[protocol].items()})
+    tracker.log_metrics(run_id, metrics)
+    tracker.log_artifact(run_id, pred_path)
+    tracker.finish(run_id)

@@ -1,0 +1,263 @@
+"""The training loop of one (variant, seed): epochs, per-epoch evaluation, checkpoints, resume.
+
+Everything random in an epoch comes from generators seeded by (seed, epoch), and the model and
+optimiser state are restored from the checkpoint, so a killed run resumed from its last
+checkpoint ends with the same weights and metrics as an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aqa.evaluate.voting import autocast_for, evaluate_rows
+from aqa.io import write_json_atomic
+from aqa.train.checkpoint import git_commit, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from aqa.train.data import DiveData, uses_maps
+from aqa.train.exemplars import epoch_rng, sample_train_exemplars
+from aqa.train.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SeedRun:
+    """What one (variant, seed) training needs besides the data."""
+
+    variant: str                 # "<variant>-<mode>", e.g. "tsa-dn"
+    method: str                  # registry method
+    model_kwargs: dict[str, Any]  # passed to build_model
+    mode: str                    # exemplar mode, dn | nodn
+    seed: int
+    train_cfg: dict[str, Any]    # params["train"]
+    eval_cfg: dict[str, Any]     # params["evaluate"]
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        """The resolved config stored in checkpoints (rebuilds the model and its data split)."""
+        train = {k: v for k, v in self.train_cfg.items() if k not in ("variants", "seeds")}
+        return {"variant": self.variant, "method": self.method, "model_kwargs": dict(self.model_kwargs),
+                "mode": self.mode, "seed": self.seed, "train": train, "evaluate": dict(self.eval_cfg)}
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of params train.device; on CPU also fixes torch's thread count (see below)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("params train.device is 'cuda' but no CUDA device is available")
+    if name == "cpu":
+        # One intra-op thread unless OMP_NUM_THREADS says otherwise: the models are small and
+        # the pipeline runs jobs side by side; on a busy 2-core machine two OpenMP threads per
+        # job made a TSA step 20-50x slower (measured: 0.05 s vs 1-3 s).
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    return torch.device(name)
+
+
+def build(config: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    from aqa.models.registry import build_model
+
+    return build_model(config["method"], **config["model_kwargs"]).to(device)
+
+
+def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam; lr for the heads, lr_backbone for a backbone with trainable parameters (none when cached)."""
+    backbone = getattr(model, "backbone", None)
+    bb = [p for p in backbone.parameters() if p.requires_grad] if backbone is not None else []
+    bb_ids = {id(p) for p in bb}
+    heads = [p for p in model.parameters() if p.requires_grad and id(p) not in bb_ids]
+    groups = [{"params": heads, "lr": train_cfg["lr"]}]
+    if bb:
+        groups.append({"params": bb, "lr": train_cfg["lr_backbone"]})
+    return torch.optim.Adam(groups, weight_decay=train_cfg["weight_decay"])
+
+
+def set_determinism(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    """Batch slices; a trailing batch of one joins the previous (BatchNorm needs two samples)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(s, e) for s, e in zip(starts, starts[1:] + [n])]
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    return x
+
+
+def _better(value: float | None, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value is not None and not math.isnan(value) and value > best
+
+
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                data: DiveData, pool_rows: np.ndarray, run: SeedRun, epoch: int) -> dict[str, float]:
+    """One pass over the training pool; returns the mean loss parts."""
+    cfg = run.train_cfg
+    rng = epoch_rng(run.seed, epoch)
+    torch.manual_seed(int(rng.integers(2**62)))     # dropout etc.: fixed per epoch, resume-proof
+    transitions = "gt" if epoch / cfg["epochs"] <= cfg["prob_tas_threshold"] else "pred"
+    actions = data.action.cpu().numpy()[pool_rows]
+    n = pool_rows.size
+    order = rng.permutation(n)
+    exemplar = sample_train_exemplars(actions, run.mode, rng)
+    views = data.views if cfg["use_flip_view"] else 1
+    view_q, view_e = rng.integers(0, views, size=n), rng.integers(0, views, size=n)
+    model.train()
+    maps = uses_maps(model)
+    sums: dict[str, float] = defaultdict(float)
+    for sl in _batches(n, cfg["batch_size"]):
+        sel = order[sl]
+        query = data.batch(pool_rows[sel], view_q[sel], with_maps=maps)
+        exem = data.batch(pool_rows[exemplar[sel]], view_e[sel], with_maps=maps)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_for(data.device, cfg["amp"]):
+            out = model(query, exem, transitions=transitions)
+            total, parts = model.loss(out, query, exem)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        sums["loss"] += float(total.detach()) * sel.size
+        for k, v in parts.items():
+            sums[f"loss_{k}"] += float(v.detach() if torch.is_tensor(v) else v) * sel.size
+    return {k: v / n for k, v in sums.items()}
+
+
+def evaluate_epoch(model: torch.nn.Module, data: DiveData, pool_rows: np.ndarray, val_rows: np.ndarray,
+                   test_rows: np.ndarray, run: SeedRun) -> dict[str, dict[str, float]]:
+    ev = dict(mode=run.mode, num_exemplars=run.eval_cfg["num_exemplars"], seed=run.eval_cfg["exemplar_seed"],
+              batch_size=run.eval_cfg["batch_size"], amp=run.train_cfg["amp"])
+    out = {"val": evaluate_rows(model, data, val_rows, pool_rows, **ev)[0] if val_rows.size else {},
+           "test": evaluate_rows(model, data, test_rows, pool_rows, **ev)[0]}
+    if "aiou50" in out["test"]:   # the method predicts transitions: also test with ground truth (TSA-dagger)
+        out["test_gt"] = evaluate_rows(model, data, test_rows, pool_rows, transitions="gt", **ev)[0]
+    return out
+
+
+def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np.ndarray,
+               test_rows: np.ndarray, seed_dir: str | Path, tracker: Tracker | None = None, *,
+               max_epochs: int | None = None) -> list[dict[str, Any]]:
+    """Train (or resume, or skip when finished) one seed; return its per-epoch history.
+
+    Writes seed_dir/{checkpoint.pt, history.json, best_val.pt}. `max_epochs` stops after that
+    many epochs in this call (a stand-in for a killed job; the next call resumes).
+    """
+    seed_dir = Path(seed_dir)
+    ckpt_path = seed_dir / "checkpoint.pt"
+    config = _nan_to_none(run.config())
+    device = data.device
+    set_determinism(run.seed)
+    model = build(config, device)
+    optimizer = make_optimizer(model, run.train_cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.train_cfg["amp"] and device.type == "cuda")
+    history: list[dict[str, Any]] = []
+    run_id = None
+    start = 0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, map_location=device)
+        if state["config"] != config:
+            raise ValueError(f"{ckpt_path}: written with another config; delete {seed_dir} to retrain\n"
+                             f"  checkpoint: {state['config']}\n  now:        {config}")
+        if state.get("fingerprint") != data.fingerprint:
+            raise ValueError(f"{ckpt_path}: trained on feature cache {state.get('fingerprint')}, "
+                             f"the cache is now {data.fingerprint}; delete {seed_dir} to retrain")
+        history, run_id, start = state["history"], state.get("mlflow_run_id"), state["epoch"]
+        if state.get("finished"):
+            log.info("%s seed %d: finished (%d epochs), skipped", run.variant, run.seed, start)
+            return history
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_states(state["rng"])
+        log.info("%s seed %d: resuming after epoch %d", run.variant, run.seed, start)
+    commit = git_commit()
+    tags = {"git_commit": commit, "dvc_stage": f"train@{run.variant}", "feature_fingerprint": data.fingerprint,
+            "variant": run.variant, "seed": str(run.seed), "method": run.method, "exemplar_mode": run.mode,
+            **run.tags}
+    if tracker is not None:
+        new = run_id is None
+        run_id = tracker.start(f"{run.variant}-seed{run.seed}", params=_tracked_params(config), tags=tags,
+                               run_id=run_id)
+        if new:
+            write_json_atomic(seed_dir / "config.json", config)
+            tracker.log_artifact(run_id, seed_dir / "config.json")
+    epochs = run.train_cfg["epochs"]
+    best = max((h["val"].get("rho") for h in history if h["val"].get("rho") is not None), default=None)
+    stop = epochs if max_epochs is None else min(epochs, start + max_epochs)
+    for epoch in tqdm(range(start, stop), desc=f"{run.variant} seed {run.seed}", initial=start, total=epochs):
+        t0 = time.perf_counter()
+        losses = train_epoch(model, optimizer, scaler, data, pool_rows, run, epoch)
+        t1 = time.perf_counter()
+        metrics = evaluate_epoch(model, data, pool_rows, val_rows, test_rows, run)
+        record = _nan_to_none({"epoch": epoch, "train": losses, **metrics,
+                               "seconds": {"train": t1 - t0, "eval": time.perf_counter() - t1}})
+        history.append(record)
+        rho = record["val"].get("rho") if val_rows.size else None
+        if not val_rows.size or _better(rho, best):
+            best = rho
+            save_checkpoint(seed_dir / "best_val.pt", {
+                "model": model.state_dict(), "config": config, "epoch": epoch + 1, "val": record["val"],
+                "fingerprint": data.fingerprint, "git_commit": commit, "mlflow_run_id": run_id})
+        write_json_atomic(seed_dir / "history.json", history)
+        finished = epoch + 1 == epochs
+        # `epoch` counts completed epochs: the loop restarts at this index.
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_states(), "epoch": epoch + 1, "history": history, "config": config,
+            "git_commit": commit, "fingerprint": data.fingerprint, "mlflow_run_id": run_id,
+            "finished": finished})
+        if tracker is not None:
+            tracker.log_metrics(run_id, _epoch_metrics(record), step=epoch)
+        log.info("%s seed %d epoch %d: loss %.4g, val rho %s, test rho %s", run.variant, run.seed, epoch,
+                 losses.get("loss", float("nan")), record["val"].get("rho"), record["test"].get("rho"))
+        if finished and tracker is not None:
+            _finish_run(tracker, run_id, history, seed_dir)
+    return history
+
+
+def _tracked_params(config: dict[str, Any]) -> dict[str, Any]:
+    return {"variant": config["variant"], "method": config["method"], "mode": config["mode"],
+            "seed": config["seed"], "model": config["model_kwargs"], "train": config["train"],
+            "evaluate": config["evaluate"]}
+
+
+def _epoch_metrics(record: dict[str, Any]) -> dict[str, float]:
+    out = {f"train_{k}": v for k, v in record["train"].items()}
+    for split in ("val", "test", "test_gt"):
+        out.update({f"{split}_{k}": v for k, v in record.get(split, {}).items()})
+    out.update({f"seconds_{k}": v for k, v in record["seconds"].items()})
+    return out
+
+
+def _finish_run(tracker: Tracker, run_id: str, history: list[dict[str, Any]], seed_dir: Path) -> None:
+    """Final metrics (the best-validation epoch's, as the honest protocol picks it) and artefacts."""
+    with_val = [h for h in history if h["val"].get("rho") is not None]
+    pick = max(with_val, key=lambda h: h["val"]["rho"]) if with_val else history[-1]
+    final = {f"final_val_{k}": v for k, v in pick["val"].items()}
+    final.update({f"final_test_{k}": v for k, v in pick["test"].items()})
+    final["best_epoch"] = pick["epoch"]
+    tracker.log_metrics(run_id, final, step=len(history))
+    tracker.log_artifact(run_id, seed_dir / "history.json")
+    tracker.set_tags(run_id, {"checkpoint": str((seed_dir / "checkpoint.pt").resolve()),
+                              "best_val_checkpoint": str((seed_dir / "best_val.pt").resolve())})
+    tracker.finish(run_id)

@@ -1,0 +1,85 @@
+"""The train stage: `train_variant` trains one "<variant>-<mode>" for every seed in params."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aqa.train.data import DiveData, load_dive_data, split_validation
+from aqa.train.loop import SeedRun, resolve_device, train_seed
+from aqa.train.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str            # as given, e.g. "tsa-dn"
+    base: str            # key of params.train.variants, e.g. "tsa"
+    mode: str            # dn | nodn
+    method: str          # registry method
+    model_cfg: dict      # the variant's settings minus `method`
+
+
+def parse_variant(variant: str, params: dict[str, Any]) -> VariantSpec:
+    """Resolve "<variant>-<mode>" against params.train.variants and params.train.exemplar_modes."""
+    variants = params["train"]["variants"]
+    modes = params["train"]["exemplar_modes"]
+    base, sep, mode = variant.rpartition("-")
+    if not sep or mode not in modes:
+        raise ValueError(f"variant {variant!r}: expected <variant>-<mode> with mode in {modes} "
+                         "(params train.exemplar_modes)")
+    if base not in variants:
+        raise ValueError(f"variant {variant!r}: {base!r} is not in params train.variants ({sorted(variants)})")
+    cfg = dict(variants[base])
+    method = cfg.pop("method")
+    return VariantSpec(name=variant, base=base, mode=mode, method=method, model_cfg=cfg)
+
+
+def model_kwargs(spec: VariantSpec, num_actions: int) -> dict[str, Any]:
+    kwargs = dict(spec.model_cfg)
+    if spec.method == "fr_dn":   # the dive-number embedding needs the number of action types
+        kwargs.setdefault("num_actions", num_actions)
+    return kwargs
+
+
+def dataset_name(dives_parquet: str | Path) -> str:
+    """The MLflow experiment: the dataset folder of .../<dataset>/dives.parquet."""
+    return Path(dives_parquet).resolve().parent.name
+
+
+def split_rows(data: DiveData, train_cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training pool, validation, test) row indices; the pool also supplies every exemplar."""
+    pool, val = split_validation(data.dives, train_cfg["validation_fraction"], train_cfg["validation_seed"])
+    test = data.indices("test")
+    if test.size == 0:
+        raise ValueError("no dives in the test split")
+    return pool, val, test
+
+
+def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str | Path, out_dir: str | Path,
+                  params: dict[str, Any], tracking_uri: str | None = None,
+                  max_epochs: int | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Train `variant` for every seed of params.train.seeds into out_dir/seed<k>/ (resumable).
+
+    Returns each seed's per-epoch history. `max_epochs` limits the epochs run in this call.
+    """
+    spec = parse_variant(variant, params)
+    train_cfg = params["train"]
+    device = resolve_device(train_cfg["device"])
+    data = load_dive_data(dives_parquet, features_dir, device)
+    pool, val, test = split_rows(data, train_cfg)
+    log.info("%s: %d training, %d validation, %d test dives on %s", variant, pool.size, val.size, test.size,
+             device)
+    tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
+    out = {}
+    for seed in train_cfg["seeds"]:
+        run = SeedRun(variant=variant, method=spec.method, model_kwargs=model_kwargs(spec, len(data.action_names)),
+                      mode=spec.mode, seed=seed, train_cfg=train_cfg, eval_cfg=params["evaluate"])
+        out[seed] = train_seed(run, data, pool, val, test, Path(out_dir) / f"seed{seed}", tracker,
+                               max_epochs=max_epochs)
+    return out

@@ -1,0 +1,84 @@
+"""Metrics file: paper vs honest selection, per-seed summaries, the floor, the file's structure."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aqa.evaluate.floor import action_type_floor
+from aqa.evaluate.run import evaluate_variant, paper_metrics, summarize
+from aqa.train.run import train_variant
+from train_helpers import small_train_params, sqlite_store, tiny_dataset
+
+
+def _epoch(rho, rl2, l2, a50=None):
+    m = {"rho": rho, "rl2": rl2, "l2": l2}
+    if a50 is not None:
+        m.update(aiou50=a50, aiou75=a50 / 2)
+    return {"val": {}, "test": m}
+
+
+def test_paper_takes_best_of_each_metric_independently():
+    history = [_epoch(0.5, 0.010, 30.0, 0.9), _epoch(0.8, 0.020, 20.0, 0.1), _epoch(0.7, 0.005, 40.0, 0.5)]
+    p = paper_metrics(history)
+    assert p == {"rho": 0.8, "rl2_x100": 0.5, "l2": 20.0, "aiou50": 0.9, "aiou75": 0.45}
+    assert "aiou50" not in paper_metrics([_epoch(0.5, 0.01, 3.0)])
+
+
+def test_summarize_mean_and_sample_std():
+    s = summarize([{"rho": 0.5, "rl2_x100": 1.0, "l2": 2.0}, {"rho": 0.7, "rl2_x100": 3.0, "l2": 2.0}])
+    assert s["rho"]["mean"] == pytest.approx(0.6) and s["rho"]["std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert summarize([{"rho": 0.5, "rl2_x100": 1.0, "l2": 2.0}])["rho"]["std"] == 0.0
+
+
+def test_action_type_floor():
+    dives = pd.DataFrame({"split": ["train"] * 4 + ["test"] * 3, "action_type": list("aabbabc"),
+                          "dive_score": [10.0, 20.0, 50.0, 70.0, 14.0, 61.0, 1.0]})
+    floor = action_type_floor(dives)
+    pred = np.array([15.0, 60.0, 37.5])           # type means; unseen type -> overall mean
+    true = np.array([14.0, 61.0, 1.0])
+    assert floor["l2"] == pytest.approx(np.mean((pred - true) ** 2))
+    assert floor["rl2_x100"] == pytest.approx(100 * np.mean(((pred - true) / 60.0) ** 2))
+
+
+def test_metrics_file_structure(tmp_path, tiny_params):
+    dives, cache, rows = tiny_dataset(tmp_path, 24)
+    params = small_train_params(tiny_params, seeds=[0, 1], epochs=2)
+    uri = sqlite_store(tmp_path)
+    train_variant("tsa-nodn", features_dir=cache, dives_parquet=dives, out_dir=tmp_path / "m", params=params,
+                  tracking_uri=uri)
+    out = evaluate_variant("tsa-nodn", models_dir=tmp_path / "m", features_dir=cache, dives_parquet=dives,
+                           metrics_path=tmp_path / "metrics.json", predictions_dir=tmp_path / "pred",
+                           params=params, tracking_uri=uri)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == out
+    assert on_disk["variant"] == "tsa-nodn" and on_disk["method"] == "tsa" and on_disk["exemplar_mode"] == "nodn"
+    assert on_disk["footage"] == "stand-in" and on_disk["seeds"] == [0, 1] and on_disk["num_exemplars"] == 3
+    keys = {"rho", "rl2_x100", "l2", "aiou50", "aiou75"}
+    for protocol in ("honest", "paper"):
+        assert set(on_disk[protocol]) == keys
+        assert all(set(v) == {"mean", "std"} for v in on_disk[protocol].values())
+    assert set(on_disk["by_num_exemplars"]) == {"1", "2", "3"}
+    assert on_disk["by_num_exemplars"]["3"]["honest"] == on_disk["honest"]
+    assert set(on_disk["gt_transitions"]) == {"honest", "paper", "per_seed"}
+    assert set(on_disk["floor"]) == {"rho", "rl2_x100", "l2"}
+    assert [s["seed"] for s in on_disk["per_seed"]] == [0, 1]
+    # paper >= honest for rho on every seed: the best epoch on test includes the honest one's epoch
+    for s in on_disk["per_seed"]:
+        if s["honest"]["rho"] is not None:
+            assert s["paper"]["rho"] >= s["honest"]["rho"] - 1e-4
+    pred = pd.read_parquet(tmp_path / "pred" / "seed1.parquet")
+    test_keys = sorted(r["key"] for r in rows if r["split"] == "test")
+    assert pred["key"].tolist() == test_keys
+    assert {"true", "predicted", "pred_t1", "pred_t2", "true_t1", "true_t2", "predicted_gt"} <= set(pred.columns)
+    # the evaluation runs are nested under their training runs
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("finediving").experiment_id])
+    evals = [r for r in runs if r.data.tags.get("dvc_stage") == "evaluate@tsa-nodn"]
+    trains = {r.info.run_id for r in runs if r.data.tags.get("dvc_stage") == "train@tsa-nodn"}
+    assert len(evals) == 2 and len(trains) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in evals} == trains
+    assert "honest_rho" in evals[0].data.metrics
