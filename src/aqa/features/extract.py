@@ -17,6 +17,7 @@ interruption the next run finds the same manifest and skips every present dive.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -281,8 +282,6 @@ def prepare_out_dir(out_dir: Path, manifest: dict[str, Any]) -> None:
     Order matters for resumption: old manifest removed, dives cleared, new manifest written,
     and only then dives computed.
     """
-    import json
-
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / MANIFEST
     old = None

@@ -1,0 +1,120 @@
+"""extract_features bookkeeping with a fast fake backbone: frames, batching, resume, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from feature_helpers import FakeBackbone, write_frames
+
+from aqa.data.protocol import sample_frame_numbers
+from aqa.features import extract as X
+from aqa.features import transforms as T
+from aqa.features.cache import FeatureCache
+
+
+@pytest.fixture()
+def fake(monkeypatch, tmp_path):
+    """Patch the backbone loader; return the fake (its .calls list counts forward passes)."""
+    model = FakeBackbone()
+    monkeypatch.setattr(X, "load_backbone", lambda path, device: model)
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"fake weights")
+    return model, weights
+
+
+def test_dive_job_picks_protocol_frames(tiny_dives):
+    frames, _, dives = tiny_dives
+    video, idx, start, end = dives[1]
+    job = X.dive_job(frames, video, idx, start, end, 96)
+    assert len(job.frame_paths) == 96
+    assert [int(p.stem) for p in job.frame_paths] == sample_frame_numbers(start, end, 96).tolist()
+    assert job.frame_paths[0].name == f"{start:05d}.jpg" and job.frame_paths[-1].name == f"{end:05d}.jpg"
+
+
+def test_missing_frames_are_named(tiny_dives):
+    frames, _, dives = tiny_dives
+    video, idx, start, end = dives[0]
+    (frames / video / str(idx) / f"{start + 5:05d}.jpg").unlink()
+    with pytest.raises(X.FeatureExtractionError, match=rf"dive 01/1: 1 frame\(s\) missing .*\[{start + 5}\]"):
+        X.dive_job(frames, video, idx, start, end, 96)
+    with pytest.raises(X.FeatureExtractionError, match="dive 01/1: frames in .* run 100..119, annotations say 100..125"):
+        X.dive_job(frames, video, idx, start, end + 6, 96)
+    with pytest.raises(X.FeatureExtractionError, match="dive 03/4: frame folder .* does not exist"):
+        X.dive_job(frames, "03", 4, 0, 10, 96)
+
+
+def test_batches_span_dives_and_outputs_land_on_the_right_dive(tiny_dives, feature_cfg, tmp_path):
+    frames, _, dives = tiny_dives
+    cfg = dict(feature_cfg, batch_snippets=7, flip_view=True, workers=2, dtype="float32")
+    jobs = [X.dive_job(frames, v, i, s, e, 96) for v, i, s, e in dives]
+    model = FakeBackbone()
+    out = tmp_path / "cache"
+    X.prepare_out_dir(out, X.build_manifest(cfg, tiny_dives[1], frames))
+    stats = X.run_extraction(jobs, model, cfg, out, torch.device("cpu"), progress=False)
+    assert stats.dives == 3 and stats.snippets == 54
+    assert model.calls == [7] * 7 + [5]  # 54 snippets in batches of 7, crossing dive borders
+    cache = FeatureCache(out)
+    for job in jobs:
+        clips = X.load_snippets(job, cfg)  # (18, 3, 16, 112, 112) uint8
+        expect = T.normalize(clips, cfg["normalization"]).mean(dim=(2, 3, 4)).numpy()  # (18, 3)
+        pooled, maps = cache.load(job.video, job.idx)
+        assert pooled.shape == (2, 9, 1024) and maps.shape == (2, 9, 1024, 4, 4)
+        np.testing.assert_allclose(pooled[:, :, :3].reshape(18, 3), expect, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(maps[..., 2, 3], pooled, rtol=1e-6)
+        # view 1 is the mirror image of view 0 (the frames' crop is the full width)
+        assert torch.equal(clips[9:], clips[:9].flip(-1)) and not torch.equal(clips[9:], clips[:9])
+
+
+def test_extract_features_resumes_and_recomputes_on_changed_params(tiny_dives, feature_cfg, tmp_path, fake):
+    model, weights = fake
+    frames, parquet, dives = tiny_dives
+    out = tmp_path / "cache"
+    cfg = dict(feature_cfg, batch_snippets=9)
+
+    X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out, cfg=cfg)
+    per_dive = 18 if cfg["flip_view"] else 9
+    assert sum(model.calls) == 3 * per_dive
+    cache = FeatureCache(out)
+    assert all(cache.has(v, i) for v, i, _, _ in dives)
+    assert cache.manifest["frames_root"] == str(frames.resolve())
+    assert cache.manifest["protocol"]["resize"] == [200, 112]
+    kept = out / "01" / "2" / "pooled.npy"
+    mtime = kept.stat().st_mtime_ns
+
+    # an interrupted run: one dive gone, a stale temporary left behind
+    import shutil
+    shutil.rmtree(out / "02" / "7")
+    (out / "02" / ".7.xyz.tmp").mkdir()
+    model.calls.clear()
+    X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out, cfg=cfg)
+    assert sum(model.calls) == per_dive  # only the missing dive
+    assert kept.stat().st_mtime_ns == mtime and not (out / "02" / ".7.xyz.tmp").exists()
+
+    model.calls.clear()
+    X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out, cfg=cfg)
+    assert model.calls == []  # everything cached
+
+    # a protocol change invalidates the cache: all dives recomputed
+    X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out,
+                       cfg=dict(cfg, normalization="i3d"))
+    assert sum(model.calls) == 3 * per_dive
+    assert FeatureCache(out).manifest["protocol"]["normalization"] == "i3d"
+
+
+def test_bad_frames_fail_before_any_forward(tiny_dives, feature_cfg, tmp_path, fake):
+    model, weights = fake
+    frames, parquet, _ = tiny_dives
+    (frames / "02" / "7" / "00022.jpg").unlink()  # last frame of dive 02/7
+    with pytest.raises(X.FeatureExtractionError, match="dive 02/7"):
+        X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights,
+                           out_dir=tmp_path / "cache", cfg=feature_cfg)
+    assert model.calls == []
+
+
+def test_short_clip_decodes_repeated_frames(tmp_path, feature_cfg):
+    write_frames(tmp_path / "v" / "0", 0, 4)  # 5 frames for 96 positions
+    job = X.dive_job(tmp_path, "v", 0, 0, 4, 96)
+    views = X.load_views(job, dict(feature_cfg, flip_view=False))
+    assert views.shape == (1, 96, 112, 112, 3)
+    np.testing.assert_array_equal(views[0, 0], views[0, 1])  # linspace repeats frame 0
