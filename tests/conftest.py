@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from aqa.params import validate_params
+from shared_data import shared_path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +33,6 @@ def tiny_params(repo_params) -> dict:
     p["evaluate"].update(num_exemplars=2)
     validate_params(p, "tiny params")
     return p
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test with the reason if it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"reference data not available: {path} is absent (../shared/data is read-only "
-                    "input kept beside the project)")
-    return path
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aqa.metrics import aiou, regression_metrics, segment_iou
-from conftest import shared_path
+from shared_data import shared_path
 
 
 def test_reference_tsa_predictions():
