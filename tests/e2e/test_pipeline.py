@@ -44,6 +44,9 @@ def project(tmp_path, tiny_params) -> Path:
     torch.manual_seed(0)
     torch.save(InceptionI3d().state_dict(), weights)
     p = tiny_params
+    # Enough dives that every split (train, validation, test) has several.
+    p["synthesize_videos"]["dives_per_video"] = 6
+    p["extract_features"]["flip_view"] = False
     p["fetch_i3d"]["weights_path"] = str(weights)
     p["train"]["variants"] = {"fr": {"method": "fr"}, "tsa": {"method": "tsa"}}
     p["train"]["exemplar_modes"] = ["dn"]

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from aqa.evaluate.floor import action_type_floor
-from aqa.evaluate.voting import Votes, exemplar_rows, vote, votes_metrics
+from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, votes_metrics
 from aqa.io import atomic_path, write_json_atomic
 from aqa.train.checkpoint import git_commit, load_checkpoint
 from aqa.train.data import DiveData, load_dive_data
@@ -35,7 +35,8 @@ BEST = {"rho": max, "rl2_x100": min, "l2": min, "aiou50": max, "aiou75": max}
 
 def report_metrics(m: dict[str, float]) -> dict[str, float]:
     """Metrics in the report's units: rl2 x 100; aiou as fractions in [0, 1]."""
-    out = {"rho": m["rho"], "rl2_x100": 100.0 * m["rl2"], "l2": m["l2"]}
+    rl2 = m.get("rl2")  # null in a history file where it was NaN (a split with one score)
+    out = {"rho": m["rho"], "rl2_x100": None if rl2 is None else 100.0 * rl2, "l2": m["l2"]}
     out.update({k: m[k] for k in ("aiou50", "aiou75") if k in m})
     return out
 
@@ -124,14 +125,16 @@ def evaluate_seed(data: DiveData, seed_dir: Path, *, mode: str, counts: list[int
     pool, _, test = split_rows(data, best["config"]["train"])
     m_main, amp = eval_cfg["num_exemplars"], best["config"]["train"]["amp"]
     ex = exemplar_rows(data, test, pool, mode, max(counts), eval_cfg["exemplar_seed"])
-    votes = vote(model, data, test, ex, batch_size=eval_cfg["batch_size"], amp=amp)
+    # each dive encoded once for both votes
+    enc = shared_encodings(model, data, np.concatenate([test, pool]), batch_size=eval_cfg["batch_size"], amp=amp)
+    votes = vote(model, data, test, ex, batch_size=eval_cfg["batch_size"], amp=amp, encoded=enc["pred"])
     by_m = {m: report_metrics(votes_metrics(prefix_votes(votes, m), data, test)) for m in counts}
     main = prefix_votes(votes, m_main)
     preds = predictions_frame(data, test, main)
     gt = None
     if main.pred_transitions is not None and (data.transitions.cpu().numpy()[test] >= 0).all():
         gt_votes = vote(model, data, test, ex[:, :m_main], batch_size=eval_cfg["batch_size"],
-                        transitions="gt", amp=amp)
+                        transitions="gt", amp=amp, encoded=enc["gt"])
         gt = report_metrics(votes_metrics(gt_votes, data, test))
         preds["predicted_gt"] = gt_votes.pred.astype(float)
     return SeedResult(by_m=by_m, gt=gt, predictions=preds, checkpoint=best)
