@@ -59,7 +59,8 @@ def make_config(method: str, **cfg: Any):
 
 
 def build_model(method: str, **cfg: Any) -> nn.Module:
-    """An nn.Module with forward(query, exemplar, transitions="pred"|"gt") -> dict and
+    """An nn.Module with forward(query, exemplar, transitions="pred"|"gt") -> dict, its two halves
+    encode(batch, transitions) -> dict and compare(enc_q, enc_e) -> dict, and
     loss(out, query, exemplar) -> (total, parts); `model.cfg` is its config, `model.method` its name."""
     model = _method(method).model(make_config(method, **cfg))
     model.method = method

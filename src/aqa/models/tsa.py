@@ -10,6 +10,11 @@ long on the reference loader's 96 scale, action (B,) long.
   embedding of the action type concatenated to each video's feature.
 - F+S+R (`fsr`): F+R plus PSNet; step-wise pooled features regressed per step, no attention.
 - TSA (`tsa`): PSNet, step resampling, procedure-aware cross-attention, token regression.
+
+Each model is split into `encode(batch, transitions) -> dict` (per-dive tensors, first dim B) and
+`compare(enc_q, enc_e) -> dict` (the pair), so voting can encode each dive once and compare it
+with many exemplars. `forward(query, exemplar)` encodes the two batches as ONE batch of 2B (so
+PSNet's training-mode BatchNorm sees query and exemplar together, as the reference) and compares.
 """
 
 from __future__ import annotations
@@ -27,20 +32,55 @@ from aqa.models.psnet import (
 )
 from aqa.models.regressors import ScoreMLP, TokenRegressor
 
+
 TRANSITION_MODES = ("pred", "gt")
+
+Encoding = dict[str, torch.Tensor]
+
+
+def cat_batches(query: dict, exemplar: dict) -> dict:
+    """One batch: the query rows, then the exemplar rows (keys both batches have)."""
+    return {k: torch.cat([query[k], exemplar[k]]) for k in query if k in exemplar}
+
+
+def split_encoding(enc: Encoding, b: int) -> tuple[Encoding, Encoding]:
+    """(first b rows, the rest) of every tensor of an encoding."""
+    return {k: v[:b] for k, v in enc.items()}, {k: v[b:] for k, v in enc.items()}
 
 
 class PairwiseModel(nn.Module):
-    """Shared loss: MSE on delta (and delta_rev) + BCE on the segmentation, weights 1, raw scores."""
+    """encode / compare / forward, and the shared loss: MSE on delta (and delta_rev) + BCE on the
+    segmentation, weights 1, raw scores.
+
+    Subclasses implement `encode_modes(batch, modes) -> {mode: encoding}` (the work that does not
+    depend on the transitions is done once for all modes) and `compare(enc_q, enc_e, reverse=True)`.
+    """
 
     def __init__(self):
         super().__init__()
         self.backbone = CachedFeatures()
 
     @staticmethod
-    def _check_mode(transitions: str) -> None:
-        if transitions not in TRANSITION_MODES:
-            raise ValueError(f"transitions must be one of {TRANSITION_MODES}, got {transitions!r}")
+    def _check_modes(modes: tuple[str, ...]) -> None:
+        for m in modes:
+            if m not in TRANSITION_MODES:
+                raise ValueError(f"transitions must be one of {TRANSITION_MODES}, got {m!r}")
+
+    def encode(self, batch: dict, transitions: str = "pred") -> Encoding:
+        """Per-dive tensors of a batch (first dim B), cut at `transitions` where the method cuts steps."""
+        return self.encode_modes(batch, (transitions,))[transitions]
+
+    def encode_modes(self, batch: dict, modes: tuple[str, ...]) -> dict[str, Encoding]:
+        raise NotImplementedError
+
+    def compare(self, enc_q: Encoding, enc_e: Encoding, *, reverse: bool = True) -> dict[str, torch.Tensor]:
+        """The pair's outputs (docs/CONTRACTS.md); reverse=False skips delta_rev (voting needs delta only)."""
+        raise NotImplementedError
+
+    def forward(self, query: dict, exemplar: dict, transitions: str = "pred") -> dict[str, torch.Tensor]:
+        enc_q, enc_e = split_encoding(self.encode(cat_batches(query, exemplar), transitions),
+                                      query["pooled"].shape[0])
+        return self.compare(enc_q, enc_e)
 
     def loss(self, out: dict[str, torch.Tensor], query: dict, exemplar: dict
              ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -82,7 +122,8 @@ class FRModel(PairwiseModel):
             in_dim += cfg.action_dim
         self.regressor = ScoreMLP(2 * in_dim, cfg.hidden, 1)
 
-    def _video(self, batch: dict) -> torch.Tensor:
+    def encode_modes(self, batch: dict, modes: tuple[str, ...]) -> dict[str, Encoding]:
+        self._check_modes(modes)  # no segmentation: accepted and unused
         pooled, _ = self.backbone(batch)
         feat = pooled.mean(1)  # (B, 1024): mean over snippets
         if self.cfg.use_action:
@@ -90,13 +131,12 @@ class FRModel(PairwiseModel):
             if int(action.max()) >= self.cfg.num_actions or int(action.min()) < 0:
                 raise ValueError(f"action index out of range [0, {self.cfg.num_actions})")
             feat = torch.cat([feat, self.action_embed(action)], -1)  # (B, 1024 + A)
-        return feat
+        return {m: {"video": feat} for m in modes}
 
-    def forward(self, query: dict, exemplar: dict, transitions: str = "pred") -> dict[str, torch.Tensor]:
-        self._check_mode(transitions)  # no segmentation: accepted and unused
-        fq, fe = self._video(query), self._video(exemplar)
+    def compare(self, enc_q: Encoding, enc_e: Encoding, *, reverse: bool = True) -> dict[str, torch.Tensor]:
+        fq, fe = enc_q["video"], enc_e["video"]
         out = {"delta": self.regressor(torch.cat([fq, fe], -1)).squeeze(-1)}  # (B,)
-        if self.cfg.symmetric:
+        if self.cfg.symmetric and reverse:
             out["delta_rev"] = self.regressor(torch.cat([fe, fq], -1)).squeeze(-1)
         return out
 
@@ -105,24 +145,24 @@ class FRModel(PairwiseModel):
 
 
 class _SegmentingModel(PairwiseModel):
-    """PSNet over query and exemplar together (one BN batch of 2B, as the reference)."""
+    """PSNet over the batch (in forward: query and exemplar in one BN batch of 2B, as the reference)."""
 
-    def _segment(self, query: dict, exemplar: dict, transitions: str):
-        self._check_mode(transitions)
-        pq, mq = self.backbone(query)
-        pe, me = self.backbone(exemplar)
-        feats, seg = self.psnet(torch.cat([pq, pe]))  # (2B, 96, 64), (2B, 96, 2)
-        pred = predicted_boundaries(seg)  # (2B, 2) first slot of steps 2 and 3
-        if transitions == "gt":
-            gt = torch.cat([query["transitions"], exemplar["transitions"]]).to(seg.device)
-            bounds = gt.long() + 1  # loader value + 1, as the reference's training loop
-        else:
-            bounds = pred
-        b = pq.shape[0]
-        out = {"seg_query": seg[:b], "seg_exemplar": seg[b:],
-               # back on the batch's scale (loader value = boundary - 1), comparable by aiou
-               "pred_transitions": pred[:b] - 1, "pred_transitions_exemplar": pred[b:] - 1}
-        return feats, bounds, (None if mq is None else torch.cat([mq, me])), out
+    def _segment(self, batch: dict, modes: tuple[str, ...]):
+        """(pooled, maps, slot features, {"seg", "pred_transitions"}, {mode: boundaries (B, 2)})."""
+        self._check_modes(modes)
+        pooled, maps = self.backbone(batch)
+        feats, seg = self.psnet(pooled)  # (B, 96, 64), (B, 96, 2)
+        pred = predicted_boundaries(seg)  # (B, 2) first slot of steps 2 and 3
+        # the loader's value + 1, as the reference's training loop
+        bounds = {m: batch["transitions"].to(seg.device).long() + 1 if m == "gt" else pred for m in modes}
+        # pred_transitions back on the batch's scale (loader value = boundary - 1), comparable by aiou
+        return pooled, maps, feats, {"seg": seg, "pred_transitions": pred - 1}, bounds
+
+    @staticmethod
+    def _segment_outputs(enc_q: Encoding, enc_e: Encoding) -> dict[str, torch.Tensor]:
+        return {"seg_query": enc_q["seg"], "seg_exemplar": enc_e["seg"],
+                "pred_transitions": enc_q["pred_transitions"],
+                "pred_transitions_exemplar": enc_e["pred_transitions"]}
 
 
 @dataclass
@@ -141,14 +181,21 @@ class FSRModel(_SegmentingModel):
         self.psnet = PSNet(cfg.psnet)
         self.regressor = ScoreMLP(2 * cfg.psnet.out_dim, cfg.hidden, 1)
 
-    def forward(self, query: dict, exemplar: dict, transitions: str = "pred") -> dict[str, torch.Tensor]:
-        feats, bounds, _, out = self._segment(query, exemplar, transitions)
-        steps = resample_steps(feats, bounds, self.cfg.fix_size)  # (2B, 3*fix, 64)
-        steps = steps.view(steps.shape[0], 3, self.cfg.fix_size, -1).mean(2)  # (2B, 3, 64)
-        b = steps.shape[0] // 2
-        sq, se = steps[:b], steps[b:]
+    def encode_modes(self, batch: dict, modes: tuple[str, ...]) -> dict[str, Encoding]:
+        _, _, feats, seg, bounds = self._segment(batch, modes)
+        fix = self.cfg.fix_size
+        out = {}
+        for m in modes:
+            steps = resample_steps(feats, bounds[m], fix)  # (B, 3*fix, 64)
+            out[m] = {"steps": steps.view(steps.shape[0], 3, fix, -1).mean(2), **seg}  # (B, 3, 64)
+        return out
+
+    def compare(self, enc_q: Encoding, enc_e: Encoding, *, reverse: bool = True) -> dict[str, torch.Tensor]:
+        sq, se = enc_q["steps"], enc_e["steps"]
+        out = self._segment_outputs(enc_q, enc_e)
         out["delta"] = self.regressor(torch.cat([sq, se], -1)).squeeze(-1).mean(1)  # (B,)
-        out["delta_rev"] = self.regressor(torch.cat([se, sq], -1)).squeeze(-1).mean(1)
+        if reverse:
+            out["delta_rev"] = self.regressor(torch.cat([se, sq], -1)).squeeze(-1).mean(1)
         return out
 
 
@@ -173,20 +220,35 @@ class TSAModel(_SegmentingModel):
         self.decoder = Decoder(cfg.decoder)
         self.regressor = TokenRegressor(cfg.decoder.dim, cfg.regressor_hidden)
 
-    def forward(self, query: dict, exemplar: dict, transitions: str = "pred") -> dict[str, torch.Tensor]:
-        feats, bounds, maps, out = self._segment(query, exemplar, transitions)
+    def encode_modes(self, batch: dict, modes: tuple[str, ...]) -> dict[str, Encoding]:
+        """tokens (B, 3, fix, 64): the steps' resampled slots; memory (B, 3, fix*H*W, 64): the
+        steps' resampled map tokens (time-major, then row, column); seg; pred_transitions."""
+        _, maps, feats, seg, bounds = self._segment(batch, modes)
         if maps is None:
             raise KeyError("TSA needs the spatial maps: batch['maps'] (B, 9, 1024, H, W)")
-        fix, b2, dim = self.cfg.fix_size, feats.shape[0], feats.shape[-1]
-        fmaps = encode_maps(self.psnet, maps, self.cfg.map_layout)  # (2B, 96, 64, H, W)
+        fix, n, dim = self.cfg.fix_size, feats.shape[0], feats.shape[-1]
+        fmaps = encode_maps(self.psnet, maps, self.cfg.map_layout)  # (B, 96, 64, H, W)
         h, w = fmaps.shape[-2:]
-        tokens = resample_steps(feats, bounds, fix).view(b2 * 3, fix, dim)  # (2B*3, fix, 64)
-        mem = resample_steps(fmaps, bounds, fix)  # (2B, 3*fix, 64, H, W)
-        mem = mem.permute(0, 1, 3, 4, 2).reshape(b2, 3, fix * h * w, dim)  # (2B, 3, fix*H*W, 64)
-        b = b2 // 2
-        mem = torch.cat([mem[b:], mem[:b]]).reshape(b2 * 3, fix * h * w, dim)  # swap: q<-e, e<-q
-        # each step's query tokens attend to the other video's tokens of the same step
-        dec = self.decoder(tokens, mem).view(b2, 3 * fix, dim)  # (2B, 3*fix, 64)
-        delta = self.regressor(dec)  # (2B,)
-        out["delta"], out["delta_rev"] = delta[:b], delta[b:]
+        out = {}
+        for m in modes:
+            tokens = resample_steps(feats, bounds[m], fix).view(n, 3, fix, dim)
+            mem = resample_steps(fmaps, bounds[m], fix)  # (B, 3*fix, 64, H, W)
+            mem = mem.permute(0, 1, 3, 4, 2).reshape(n, 3, fix * h * w, dim)
+            out[m] = {"tokens": tokens, "memory": mem, **seg}
+        return out
+
+    def compare(self, enc_q: Encoding, enc_e: Encoding, *, reverse: bool = True) -> dict[str, torch.Tensor]:
+        tq, te = enc_q["tokens"], enc_e["tokens"]  # (B, 3, fix, 64)
+        b, _, fix, dim = tq.shape
+        # each step's tokens attend to the other video's memory of the same step; both directions
+        # (and the 3 steps) folded into one decoder batch
+        tokens = torch.cat([tq, te]) if reverse else tq  # (2B or B, 3, fix, 64)
+        mem = torch.cat([enc_e["memory"], enc_q["memory"]]) if reverse else enc_e["memory"]
+        n = tokens.shape[0]
+        dec = self.decoder(tokens.reshape(n * 3, fix, dim), mem.reshape(n * 3, mem.shape[2], dim))
+        delta = self.regressor(dec.view(n, 3 * fix, dim))  # (n,)
+        out = self._segment_outputs(enc_q, enc_e)
+        out["delta"] = delta[:b]
+        if reverse:
+            out["delta_rev"] = delta[b:]
         return out

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aqa.evaluate.voting import autocast_for, evaluate_rows
+from aqa.evaluate.voting import autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
 from aqa.train.checkpoint import git_commit, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from aqa.train.data import DiveData, uses_maps
@@ -57,9 +57,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("params train.device is 'cuda' but no CUDA device is available")
     if name == "cpu":
-        # One intra-op thread unless OMP_NUM_THREADS says otherwise: the models are small and
-        # the pipeline runs jobs side by side; on a busy 2-core machine two OpenMP threads per
-        # job made a TSA step 20-50x slower (measured: 0.05 s vs 1-3 s).
+        # One intra-op thread unless OMP_NUM_THREADS says otherwise (Snakemake sets it per job):
+        # the thread count changes the last bits of the results, jobs run side by side, and two
+        # threads beside a busy process were 4.5x slower; alone, 2 threads are 1.6x faster
+        # (docs/TRAINING.md).
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     return torch.device(name)
 
@@ -147,10 +148,16 @@ def evaluate_epoch(model: torch.nn.Module, data: DiveData, pool_rows: np.ndarray
                    test_rows: np.ndarray, run: SeedRun) -> dict[str, dict[str, float]]:
     ev = dict(mode=run.mode, num_exemplars=run.eval_cfg["num_exemplars"], seed=run.eval_cfg["exemplar_seed"],
               batch_size=run.eval_cfg["batch_size"], amp=run.train_cfg["amp"])
-    out = {"val": evaluate_rows(model, data, val_rows, pool_rows, **ev)[0] if val_rows.size else {},
-           "test": evaluate_rows(model, data, test_rows, pool_rows, **ev)[0]}
+    # every dive encoded once for the three votes (the pool serves all of them); the "gt" cut
+    # reuses the PSNet work of the "pred" one
+    enc = shared_encodings(model, data, np.concatenate([pool_rows, val_rows, test_rows]),
+                           batch_size=ev["batch_size"], amp=ev["amp"])
+    out = {"val": evaluate_rows(model, data, val_rows, pool_rows, encoded=enc["pred"], **ev)[0]
+           if val_rows.size else {},
+           "test": evaluate_rows(model, data, test_rows, pool_rows, encoded=enc["pred"], **ev)[0]}
     if "aiou50" in out["test"]:   # the method predicts transitions: also test with ground truth (TSA-dagger)
-        out["test_gt"] = evaluate_rows(model, data, test_rows, pool_rows, transitions="gt", **ev)[0]
+        out["test_gt"] = evaluate_rows(model, data, test_rows, pool_rows, transitions="gt", encoded=enc["gt"],
+                                       **ev)[0]
     return out
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aqa.evaluate.voting import exemplar_rows, vote
+from aqa.evaluate.voting import encode_rows, exemplar_rows, vote, vote_by_forward
 from aqa.models.registry import build_model
 from aqa.train.data import load_dive_data
 from train_helpers import TINY_VARIANTS, tiny_dataset
@@ -45,6 +45,53 @@ def test_batched_equals_loop(tmp_path, name):
         np.testing.assert_array_equal(votes.pred_transitions[0], single[0].numpy())
     else:
         assert votes.pred_transitions is None
+
+
+def _trained_bn(model, data, rows):
+    """Running BatchNorm statistics away from their initial values (a few training-mode passes)."""
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(rows) - 1, 4):
+            model(data.batch(rows[start:start + 4]), data.batch(np.roll(rows[start:start + 4], 1)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["fr", "fsr", "tsa"])
+def test_encoded_vote_equals_per_pair_forward(tmp_path, name):
+    """Encoding each dive once (in eval mode) gives what the forward over (query, exemplar) pairs
+    gives, also with the pool's encodings shared between votes and modes."""
+    dives, cache, _ = tiny_dataset(tmp_path, 24)
+    data = load_dive_data(dives, cache)
+    test, pool = data.indices("test"), data.indices("train")
+    model = _trained_bn(_model(name), data, pool)
+    ex = exemplar_rows(data, test, pool, "nodn", 5, seed=0)
+    ex[1, 2:] = -1
+    shared = encode_rows(model, data, np.concatenate([pool, test]), ("pred", "gt"), batch_size=5)
+    for transitions in ("pred", "gt"):
+        ref = vote_by_forward(model, data, test, ex, batch_size=3, transitions=transitions)
+        for encoded in (None, shared[transitions]):
+            got = vote(model, data, test, ex, batch_size=3, transitions=transitions, encoded=encoded)
+            np.testing.assert_allclose(got.per_exemplar, ref.per_exemplar, rtol=0, atol=1e-5)
+            np.testing.assert_allclose(got.pred, ref.pred, rtol=0, atol=1e-5)
+            if name == "fr":
+                assert got.pred_transitions is None and ref.pred_transitions is None
+            else:
+                np.testing.assert_array_equal(got.pred_transitions, ref.pred_transitions)
+    assert not model.training
+
+
+def test_encoded_vote_refuses_other_encodings(tmp_path):
+    dives, cache, _ = tiny_dataset(tmp_path, 20)
+    data = load_dive_data(dives, cache)
+    test, pool = data.indices("test"), data.indices("train")
+    model = _model("fsr")
+    ex = exemplar_rows(data, test, pool, "dn", 3, seed=0)
+    enc = encode_rows(model, data, np.concatenate([pool, test]), ("pred",), batch_size=8)["pred"]
+    with pytest.raises(ValueError, match="transitions"):
+        vote(model, data, test, ex, batch_size=4, transitions="gt", encoded=enc)
+    partial = encode_rows(model, data, pool, ("pred",), batch_size=8)["pred"]
+    with pytest.raises(KeyError, match="not encoded"):
+        vote(model, data, test, ex, batch_size=4, encoded=partial)
 
 
 def test_exemplar_rows_come_from_pool(tmp_path):

@@ -142,6 +142,54 @@ def test_tsa_map_layouts_differ_and_batch_is_vectorised():
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("transitions", ["pred", "gt"])
+def test_forward_is_encode_then_compare(method, transitions):
+    """In eval mode a dive's encoding does not depend on its batch: encoding query and exemplar
+    apart and comparing gives forward's outputs; reverse=False only drops delta_rev."""
+    model = build(method, small=True).eval()
+    q, e = make_batch(3, 0, dim=128), make_batch(3, 1, dim=128)
+    with torch.no_grad():
+        ref = model(q, e, transitions)
+        enc_q, enc_e = model.encode(q, transitions), model.encode(e, transitions)
+        out = model.compare(enc_q, enc_e)
+        one_way = model.compare(enc_q, enc_e, reverse=False)
+    assert all(v.shape[0] == 3 for v in enc_q.values())
+    assert set(out) == set(ref)
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-5, atol=1e-5)
+    assert "delta_rev" not in one_way
+    torch.testing.assert_close(one_way["delta"], ref["delta"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["fsr", "tsa"])
+def test_encode_modes_equal_separate_encodes(method):
+    model = build(method, small=True).eval()
+    q = make_batch(3, 0, dim=128)
+    with torch.no_grad():
+        both = model.encode_modes(q, ("pred", "gt"))
+        for mode in ("pred", "gt"):
+            one = model.encode(q, mode)
+            assert set(one) == set(both[mode])
+            for k in one:
+                torch.testing.assert_close(both[mode][k], one[k], rtol=0, atol=0)
+    assert not torch.equal(both["pred"]["steps" if method == "fsr" else "tokens"],
+                           both["gt"]["steps" if method == "fsr" else "tokens"])
+
+
+def test_training_forward_normalises_query_and_exemplar_together():
+    """Training-mode BatchNorm sees query and exemplar as one batch of 2B, as the reference."""
+    model = build("tsa", small=True).train()
+    q, e = make_batch(3, 0, dim=128), make_batch(3, 1, dim=128)
+    with torch.no_grad():
+        joint = model.psnet(torch.cat([q["pooled"], e["pooled"]]))[1]
+        out = model(q, e)
+        alone = model.encode(q)["seg"]
+    torch.testing.assert_close(out["seg_query"], joint[:3])
+    torch.testing.assert_close(out["seg_exemplar"], joint[3:])
+    assert not torch.allclose(alone, joint[:3])
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_loss_decreases_on_a_tiny_batch(method):
     model = build(method, small=True)
     q, e = make_batch(4, 0, dim=128), make_batch(4, 1, dim=128)
