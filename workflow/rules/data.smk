@@ -8,6 +8,7 @@ checkpoint synthesize_videos:
         masks=directory(RAW_MASKS),
     params:
         section=config["synthesize_videos"],
+    threads: workflow.cores
     log:
         "logs/synthesize_videos/synthesize_videos.log",
     shell:
@@ -30,6 +31,7 @@ rule extract_frames_video:
         directory(f"{FRAMES}/{{video}}"),
     params:
         section=config["extract_frames"],
+    threads: workflow.cores
     log:
         "logs/extract_frames/{video}.log",
     shell:

@@ -24,6 +24,7 @@ rule extract_features:
         touch(f"{FEATURES}/.extract_features.done"),
     params:
         section=config["extract_features"],
+    threads: workflow.cores
     log:
         "logs/extract_features/extract_features.log",
     shell:

@@ -13,6 +13,7 @@ rule train_variant:
         variant="|".join(trained_variants()),
     params:
         section=config["train"],
+    threads: workflow.cores
     log:
         "logs/train/{variant}.log",
     shell:
@@ -37,6 +38,7 @@ rule evaluate_variant:
         name="|".join(trained_variants()),
     params:
         section=config["evaluate"],
+    threads: workflow.cores
     log:
         "logs/evaluate/{name}.log",
     shell:

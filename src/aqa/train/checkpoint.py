@@ -6,6 +6,8 @@ A checkpoint holds only tensors and plain Python values, so it loads with
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import random
 import subprocess
@@ -80,3 +82,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if key not in state:
             raise ValueError(f"{path}: checkpoint lacks {key!r}")
     return state
+
+
+def code_fingerprint() -> str:
+    """sha256 of the source that decides a training's result (models, training, voting, metrics).
+
+    Stored in each checkpoint's config, so a checkpoint from other code is not resumed or reused.
+    """
+    root = Path(__file__).resolve().parents[1]
+    files = sorted([*root.joinpath("models").glob("*.py"), *root.joinpath("train").glob("*.py"),
+                    root / "evaluate" / "voting.py", root / "metrics.py"])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

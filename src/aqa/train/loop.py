@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from aqa.evaluate.voting import autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
-from aqa.train.checkpoint import git_commit, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from aqa.train.checkpoint import code_fingerprint, git_commit, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from aqa.train.data import DiveData, uses_maps
 from aqa.train.exemplars import epoch_rng, sample_train_exemplars
 from aqa.train.tracking import Tracker
@@ -47,7 +48,8 @@ class SeedRun:
         """The resolved config stored in checkpoints (rebuilds the model and its data split)."""
         train = {k: v for k, v in self.train_cfg.items() if k not in ("variants", "seeds")}
         return {"variant": self.variant, "method": self.method, "model_kwargs": dict(self.model_kwargs),
-                "mode": self.mode, "seed": self.seed, "train": train, "evaluate": dict(self.eval_cfg)}
+                "mode": self.mode, "seed": self.seed, "train": train, "evaluate": dict(self.eval_cfg),
+                "code": code_fingerprint()}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,14 +182,11 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     history: list[dict[str, Any]] = []
     run_id = None
     start = 0
+    if ckpt_path.exists() and _is_stale(load_checkpoint(ckpt_path, map_location=device), config,
+                                         data.fingerprint, ckpt_path):
+        shutil.rmtree(seed_dir)  # the DAG asked for a rerun with new inputs: start afresh
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
-        if state["config"] != config:
-            raise ValueError(f"{ckpt_path}: written with another config; delete {seed_dir} to retrain\n"
-                             f"  checkpoint: {state['config']}\n  now:        {config}")
-        if state.get("fingerprint") != data.fingerprint:
-            raise ValueError(f"{ckpt_path}: trained on feature cache {state.get('fingerprint')}, "
-                             f"the cache is now {data.fingerprint}; delete {seed_dir} to retrain")
         history, run_id, start = state["history"], state.get("mlflow_run_id"), state["epoch"]
         if state.get("finished"):
             log.info("%s seed %d: finished (%d epochs), skipped", run.variant, run.seed, start)
@@ -240,6 +239,20 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         if finished and tracker is not None:
             _finish_run(tracker, run_id, history, seed_dir)
     return history
+
+
+def _is_stale(state: dict[str, Any], config: dict[str, Any], fingerprint: str, path: Path) -> bool:
+    """A checkpoint made with other settings, code or features cannot be resumed (it is discarded)."""
+    if state["config"] != config:
+        changed = sorted(k for k in set(config) | set(state["config"])
+                         if config.get(k) != state["config"].get(k))
+        log.warning("%s: written with another config (%s differ): training afresh", path, ", ".join(changed))
+        return True
+    if state.get("fingerprint") != fingerprint:
+        log.warning("%s: trained on feature cache %s, the cache is now %s: training afresh",
+                    path, state.get("fingerprint"), fingerprint)
+        return True
+    return False
 
 
 def _tracked_params(config: dict[str, Any]) -> dict[str, Any]:
