@@ -72,9 +72,11 @@ class DiveMotion:
         self.sway = (1 - q_to) * 0.18
         self.crouch = 0.45 + 0.7 * q_to
         # flight: tightness, steadiness, leg separation, come-out timing
-        self.tight = 0.5 + 0.5 * q_fl
-        self.wobble = (1 - q_fl) * 0.35
-        self.flight_spread = (1 - q_fl) * 0.45
+        # wide ranges: with narrower ones the flight (half of the judges' weight) hardly
+        # showed in the 112-pixel crops the features see
+        self.tight = 0.2 + 0.8 * q_fl
+        self.wobble = (1 - q_fl) * 0.6
+        self.flight_spread = (1 - q_fl) * 0.7
         self.open_at = 0.72 + 0.25 * (1 - q_fl)  # share of the flight step before opening
         # entry: angle off vertical (short or over), arch, bent knees, legs apart, splash size
         self.entry_err = (1 - q_en) * rng.uniform(0.25, 0.6) * sign()
