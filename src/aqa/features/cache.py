@@ -28,15 +28,25 @@ def dive_dir(root: str | Path, video: str, idx: int) -> Path:
     return Path(root) / str(video) / str(int(idx))
 
 
-def is_finished(path: Path) -> bool:
-    return (path / POOLED).is_file() and (path / MAPS).is_file()
+FRAMES_DIGEST = "frames.sha256"
+
+
+def is_finished(path: Path, frames_digest: str | None = None) -> bool:
+    """Both arrays are there and, when `frames_digest` is given, they came from those frames."""
+    if not ((path / POOLED).is_file() and (path / MAPS).is_file()):
+        return False
+    if frames_digest is None:
+        return True
+    digest_file = path / FRAMES_DIGEST
+    return digest_file.is_file() and digest_file.read_text().strip() == frames_digest
 
 
 class FeatureCache:
     """A finished (or partly finished) feature cache folder.
 
-    `fingerprint` identifies the exact features (sha256 of the manifest bytes): downstream stages
-    record it so a model trained on other features is noticed.
+    `fingerprint` identifies the exact features (sha256 of the manifest and of every dive's
+    frames digest): downstream stages record it so a model trained on other features, or on
+    features of other frames, is noticed.
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -59,9 +69,12 @@ class FeatureCache:
             raise FeatureCacheError(f"{self.manifest_path}: not a feature manifest (no 'views')")
         return data
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        return hashlib.sha256(self._manifest_bytes).hexdigest()
+        digest = hashlib.sha256(self._manifest_bytes)
+        for path in sorted(self.root.glob(f"*/*/{FRAMES_DIGEST}")):
+            digest.update(path.parent.relative_to(self.root).as_posix().encode() + b"\0" + path.read_bytes())
+        return digest.hexdigest()
 
     @property
     def views(self) -> int:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from aqa.data.protocol import sample_frame_numbers
 from aqa.features import transforms as T
-from aqa.features.cache import MANIFEST, MAPS, POOLED, dive_dir, is_finished
+from aqa.features.cache import FRAMES_DIGEST, MANIFEST, MAPS, POOLED, dive_dir, is_finished
 from aqa.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -184,12 +184,23 @@ def forward_snippets(model: torch.nn.Module, clips: torch.Tensor, normalization:
 
 # ----------------------------------------------------------------------------- the run
 
-def write_dive(folder: Path, pooled: np.ndarray, maps: np.ndarray, views: int, dtype: str) -> None:
-    """Store one dive's (V, S, ...) arrays; the folder appears whole or not at all."""
+def frames_digest(job: DiveJob) -> str:
+    """sha256 of the protocol frames' bytes: a dive's features are reused only for the same frames."""
+    digest = hashlib.sha256()
+    for path in dict.fromkeys(job.frame_paths):  # distinct, in order
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_dive(folder: Path, pooled: np.ndarray, maps: np.ndarray, views: int, dtype: str,
+               digest: str | None = None) -> None:
+    """Store one dive's (V, S, ...) arrays and its frames digest; the folder appears whole or not at all."""
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         np.save(tmp / POOLED, pooled.reshape(views, -1, *pooled.shape[1:]).astype(dtype))
         np.save(tmp / MAPS, maps.reshape(views, -1, *maps.shape[1:]).astype(dtype))
+        if digest is not None:
+            (tmp / FRAMES_DIGEST).write_text(digest + "\n")
 
 
 def run_extraction(jobs: list[DiveJob], model: torch.nn.Module, cfg: dict[str, Any], out_dir: Path,
@@ -233,7 +244,8 @@ def run_extraction(jobs: list[DiveJob], model: torch.nn.Module, cfg: dict[str, A
             slot[2] += n
             pos += n
             if slot[2] == per_dive:
-                write_dive(dive_dir(out_dir, job.video, job.idx), slot[0], slot[1], views, cfg["dtype"])
+                write_dive(dive_dir(out_dir, job.video, job.idx), slot[0], slot[1], views, cfg["dtype"],
+                           frames_digest(job))
                 del results[job.key]
                 stats.dives += 1
                 bar.update(1)
@@ -331,15 +343,18 @@ def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Pa
         raise FeatureExtractionError(f"{dives_parquet}: missing column(s) {sorted(needed - set(dives.columns))}")
 
     prepare_out_dir(out_dir, build_manifest(cfg, weights_path, frames_root))
-    todo = [row for row in dives.itertuples(index=False)
-            if not is_finished(dive_dir(out_dir, row.video, row.idx))]
-    log.info("%d dive(s) in %s, %d already cached, %d to compute", len(dives), dives_parquet,
-             len(dives) - len(todo), len(todo))
-    if not todo:
-        return
     # Check every frame folder before the first forward pass: fail in seconds, not hours.
-    jobs = [dive_job(frames_root, r.video, r.idx, r.start_frame, r.end_frame, int(cfg["num_frames"]))
-            for r in todo]
+    every = [dive_job(frames_root, r.video, r.idx, r.start_frame, r.end_frame, int(cfg["num_frames"]))
+             for r in dives.itertuples(index=False)]
+    # A cached dive counts only if made from the same frame bytes (frames re-extracted or
+    # re-rendered since are recomputed).
+    digests = {job.key: frames_digest(job) for job in every}
+    jobs = [job for job in every
+            if not is_finished(dive_dir(out_dir, job.video, job.idx), digests[job.key])]
+    log.info("%d dive(s) in %s, %d already cached, %d to compute", len(dives), dives_parquet,
+             len(dives) - len(jobs), len(jobs))
+    if not jobs:
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_backbone(weights_path, device)
     log.info("I3D on %s (%d CPU threads), %d decode worker(s), %d snippets per forward",

@@ -102,6 +102,24 @@ def test_extract_features_resumes_and_recomputes_on_changed_params(tiny_dives, f
     assert FeatureCache(out).manifest["protocol"]["normalization"] == "i3d"
 
 
+def test_changed_frames_are_recomputed_and_change_the_fingerprint(tiny_dives, feature_cfg, tmp_path, fake):
+    model, weights = fake
+    frames, parquet, _ = tiny_dives
+    out = tmp_path / "cache"
+    cfg = dict(feature_cfg, batch_snippets=9)
+    X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out, cfg=cfg)
+    before = FeatureCache(out).fingerprint
+    per_dive = 18 if cfg["flip_view"] else 9
+
+    # frames re-rendered or re-extracted under the same manifest: that dive's features are stale
+    first = sorted((frames / "01" / "1").glob("*.jpg"))[0]
+    first.write_bytes(sorted((frames / "01" / "2").glob("*.jpg"))[0].read_bytes())
+    model.calls.clear()
+    X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out, cfg=cfg)
+    assert sum(model.calls) == per_dive  # only dive 01/1
+    assert FeatureCache(out).fingerprint != before
+
+
 def test_bad_frames_fail_before_any_forward(tiny_dives, feature_cfg, tmp_path, fake):
     model, weights = fake
     frames, parquet, _ = tiny_dives
