@@ -24,6 +24,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -54,6 +55,14 @@ class DiveJob:
     video: str
     idx: int
     frame_paths: tuple[Path, ...]  # the num_frames protocol frames, in order (repeats allowed)
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the protocol frames' bytes: a dive's features are reused only for the same frames."""
+        digest = hashlib.sha256()
+        for path in dict.fromkeys(self.frame_paths):  # distinct, in order
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return digest.hexdigest()
 
     @property
     def key(self) -> str:
@@ -184,14 +193,6 @@ def forward_snippets(model: torch.nn.Module, clips: torch.Tensor, normalization:
 
 # ----------------------------------------------------------------------------- the run
 
-def frames_digest(job: DiveJob) -> str:
-    """sha256 of the protocol frames' bytes: a dive's features are reused only for the same frames."""
-    digest = hashlib.sha256()
-    for path in dict.fromkeys(job.frame_paths):  # distinct, in order
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def write_dive(folder: Path, pooled: np.ndarray, maps: np.ndarray, views: int, dtype: str,
                digest: str | None = None) -> None:
     """Store one dive's (V, S, ...) arrays and its frames digest; the folder appears whole or not at all."""
@@ -245,7 +246,7 @@ def run_extraction(jobs: list[DiveJob], model: torch.nn.Module, cfg: dict[str, A
             pos += n
             if slot[2] == per_dive:
                 write_dive(dive_dir(out_dir, job.video, job.idx), slot[0], slot[1], views, cfg["dtype"],
-                           frames_digest(job))
+                           job.digest)
                 del results[job.key]
                 stats.dives += 1
                 bar.update(1)
@@ -348,9 +349,7 @@ def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Pa
              for r in dives.itertuples(index=False)]
     # A cached dive counts only if made from the same frame bytes (frames re-extracted or
     # re-rendered since are recomputed).
-    digests = {job.key: frames_digest(job) for job in every}
-    jobs = [job for job in every
-            if not is_finished(dive_dir(out_dir, job.video, job.idx), digests[job.key])]
+    jobs = [job for job in every if not is_finished(dive_dir(out_dir, job.video, job.idx), job.digest)]
     log.info("%d dive(s) in %s, %d already cached, %d to compute", len(dives), dives_parquet,
              len(dives) - len(jobs), len(jobs))
     if not jobs:
