@@ -43,7 +43,7 @@ BACKBONE = "i3d"
 # Bump when the computation changes in a way the params do not show: old caches are then redone.
 EXTRACTOR_VERSION = 1
 PROTOCOL_KEYS = ("num_frames", "snippet_length", "snippet_stride", "num_snippets", "resize", "crop",
-                 "normalization", "flip_view", "dtype")
+                 "normalization", "flip_view", "dtype", "autocast")
 
 
 class FeatureExtractionError(ValueError):
@@ -180,12 +180,24 @@ def load_backbone(weights_path: Path, device: torch.device) -> torch.nn.Module:
     return model.eval().to(device)
 
 
+def compute_dtype(device: torch.device, autocast: bool) -> torch.dtype:
+    """The dtype I3D computes in: float32, or with autocast float16 on CUDA and bfloat16 on a CPU
+    whose oneDNN supports it (about twice float32's speed on an AVX512-BF16 CPU; docs/BACKBONE.md)."""
+    if not autocast:
+        return torch.float32
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
 @torch.inference_mode()
 def forward_snippets(model: torch.nn.Module, clips: torch.Tensor, normalization: str,
-                     device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+                     device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
     """uint8 snippets (B, 3, L, H, W) -> (pooled (B, 1024), maps (B, 1024, h, w)) float32."""
     x = T.normalize(clips.to(device, non_blocking=True), normalization)  # (B, 3, L, H, W)
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         pooled, mixed = model.features(x)  # (B, 1024), (B, 1024, T', h, w)
     maps = mixed.float().mean(dim=2)  # (B, 1024, h, w): average over time, as the protocol
     return pooled.float().cpu().numpy(), maps.cpu().numpy()
@@ -207,6 +219,7 @@ def write_dive(folder: Path, pooled: np.ndarray, maps: np.ndarray, views: int, d
 def run_extraction(jobs: list[DiveJob], model: torch.nn.Module, cfg: dict[str, Any], out_dir: Path,
                    device: torch.device, progress: bool = True) -> ExtractStats:
     """Stream `jobs` through the backbone in batches of cfg.batch_snippets and write each dive."""
+    dtype = compute_dtype(device, bool(cfg["autocast"]))
     views = 2 if cfg["flip_view"] else 1
     per_dive = views * int(cfg["num_snippets"])
     batch_size = int(cfg["batch_snippets"])
@@ -233,7 +246,7 @@ def run_extraction(jobs: list[DiveJob], model: torch.nn.Module, cfg: dict[str, A
             else:
                 queue[0] = (job, clips, offset + n)
         queued -= taken
-        pooled, maps = forward_snippets(model, torch.cat(parts), cfg["normalization"], device)
+        pooled, maps = forward_snippets(model, torch.cat(parts), cfg["normalization"], device, dtype)
         stats.forwards += 1
         stats.snippets += taken
         pos = 0
@@ -266,9 +279,12 @@ def run_extraction(jobs: list[DiveJob], model: torch.nn.Module, cfg: dict[str, A
     return stats
 
 
-def build_manifest(cfg: dict[str, Any], weights_path: Path, frames_root: Path) -> dict[str, Any]:
+def build_manifest(cfg: dict[str, Any], weights_path: Path, frames_root: Path,
+                   device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Everything that decides the cached numbers; a different manifest means a stale cache."""
     return {
+        # what autocast resolved to on this machine: a cache made in another precision is redone
+        "compute_dtype": str(compute_dtype(device, bool(cfg["autocast"]))).removeprefix("torch."),
         "backbone": BACKBONE,
         "extractor_version": EXTRACTOR_VERSION,
         "weights_sha256": file_sha256(weights_path),
@@ -343,7 +359,8 @@ def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Pa
     if not needed <= set(dives.columns):
         raise FeatureExtractionError(f"{dives_parquet}: missing column(s) {sorted(needed - set(dives.columns))}")
 
-    prepare_out_dir(out_dir, build_manifest(cfg, weights_path, frames_root))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prepare_out_dir(out_dir, build_manifest(cfg, weights_path, frames_root, device))
     # Check every frame folder before the first forward pass: fail in seconds, not hours.
     every = [dive_job(frames_root, r.video, r.idx, r.start_frame, r.end_frame, int(cfg["num_frames"]))
              for r in dives.itertuples(index=False)]
@@ -354,10 +371,10 @@ def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Pa
              len(dives) - len(jobs), len(jobs))
     if not jobs:
         return
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_backbone(weights_path, device)
-    log.info("I3D on %s (%d CPU threads), %d decode worker(s), %d snippets per forward",
-             device, torch.get_num_threads(), int(cfg["workers"]), int(cfg["batch_snippets"]))
+    log.info("I3D on %s in %s (%d CPU threads), %d decode worker(s), %d snippets per forward",
+             device, compute_dtype(device, bool(cfg["autocast"])), torch.get_num_threads(), int(cfg["workers"]),
+             int(cfg["batch_snippets"]))
     stats = run_extraction(jobs, model, cfg, out_dir, device)
     log.info("%d dive(s), %d snippets in %.1f s (%.2f dives/s, %.1f snippets/s, %d forward passes) -> %s",
              stats.dives, stats.snippets, stats.seconds, stats.dives / max(stats.seconds, 1e-9),

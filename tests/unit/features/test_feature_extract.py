@@ -136,3 +136,33 @@ def test_short_clip_decodes_repeated_frames(tmp_path, feature_cfg):
     views = X.load_views(job, dict(feature_cfg, flip_view=False))
     assert views.shape == (1, 96, 112, 112, 3)
     np.testing.assert_array_equal(views[0, 0], views[0, 1])  # linspace repeats frame 0
+
+
+def test_autocast_precision_per_device_and_in_the_manifest(feature_cfg, tiny_dives):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert X.compute_dtype(cpu, False) == torch.float32
+    assert X.compute_dtype(cuda, False) == torch.float32
+    assert X.compute_dtype(cuda, True) == torch.float16
+    assert X.compute_dtype(cpu, True) in (torch.bfloat16, torch.float32)
+    frames, weights = tiny_dives[0], tiny_dives[1]
+    exact = X.build_manifest(dict(feature_cfg, autocast=False), weights, frames, cpu)
+    assert exact["compute_dtype"] == "float32"
+    mixed = X.build_manifest(dict(feature_cfg, autocast=True), weights, frames, cuda)
+    assert mixed["compute_dtype"] == "float16" and mixed != exact  # a cache in another precision is redone
+
+
+@pytest.mark.skipif(X.compute_dtype(torch.device("cpu"), True) != torch.bfloat16,
+                    reason="this CPU's oneDNN has no bfloat16 support")
+def test_bfloat16_features_match_float32():
+    from aqa.models.i3d import InceptionI3d
+
+    torch.manual_seed(0)
+    model = InceptionI3d().eval()
+    clips = torch.randint(0, 256, (2, 3, 16, 112, 112), dtype=torch.uint8)
+    cpu = torch.device("cpu")
+    p32, m32 = X.forward_snippets(model, clips, "imagenet", cpu, torch.float32)
+    p16, m16 = X.forward_snippets(model, clips, "imagenet", cpu, torch.bfloat16)
+    assert p16.dtype == np.float32 and p16.shape == p32.shape and m16.shape == m32.shape
+    cos = (p32 * p16).sum(1) / np.linalg.norm(p32, axis=1) / np.linalg.norm(p16, axis=1)
+    assert cos.min() > 0.999
+    assert not np.array_equal(p32, p16)  # it did run in the lower precision

@@ -83,7 +83,7 @@ class DiveMotion:
         self.arch = (1 - q_en) * 0.5
         self.entry_knee = (1 - q_en) * 0.6
         self.entry_spread = (1 - q_en) * 0.35
-        self.splash_size = 0.25 + 1.8 * (1 - q_en) ** 1.3 + rng.uniform(0, 0.1)
+        self.splash_size = 0.25 + 2.4 * (1 - q_en) ** 1.2 + rng.uniform(0, 0.1)
         self.phase = rng.uniform(0, 2 * np.pi, size=6)
         self.freq = rng.uniform(0.15, 0.35, size=6)
         self.facing = 1 if dn.faces_water else -1

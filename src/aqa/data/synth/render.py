@@ -38,7 +38,7 @@ def sample_look(rng: np.random.Generator) -> Look:
     pal[1], pal[2], pal[3] = skin, skin * 0.72, suit
     pal[4] = rng.uniform(215, 255, size=3)
     pal[5], pal[6], pal[7] = p_skin * 0.9, p_skin * 0.65, suit * 0.85
-    gain = rng.uniform(0.78, 1.22) * rng.uniform(0.92, 1.08, size=3)
+    gain = rng.uniform(0.9, 1.1) * rng.uniform(0.96, 1.04, size=3)
     droplets = np.column_stack([rng.normal(0, 0.35, 24), rng.uniform(0.3, 1.0, 24),
                                 rng.uniform(0.02, 0.06, 24), rng.uniform(0.5, 1.5, 24)])
     return Look(np.clip(pal, 0, 255).astype(np.uint8), gain, rng.uniform(0, 0.05), rng.uniform(0, 6),
