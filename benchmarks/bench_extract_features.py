@@ -7,7 +7,8 @@ Makes `--dives` dives of `--frames` JPEG frames (256 high x 456 wide, the synthe
 size after extract_frames), then measures, alternately and `--repeats` times each (best kept,
 since the machine is shared):
   ours  aqa.features.extract.run_extraction with params.yaml's extract_features section
-        (decode threads, batch_snippets, flip_view) into a fresh cache;
+        (decode threads, batch_snippets, flip_view, autocast) into a fresh cache;
+  ours_fp32  the same with autocast off (float32): the gain of bfloat16 autocast on this CPU;
   (a)   naive: the same decoding on the main thread, one snippet per forward pass;
   (b)   peak: one forward pass of batch_snippets random snippets already in memory (same
         network, same threads): what the machine can do with no decoding and no bookkeeping.
@@ -94,6 +95,17 @@ def time_peak(model, cfg, passes: int = 2) -> tuple[float, float]:
     return passes * b / c.wall, passes * b / c.cpu
 
 
+def autocast_agreement(model, cfg) -> float:
+    """Smallest cosine similarity between autocast and float32 pooled features of one random batch."""
+    clips = torch.randint(0, 256, (int(cfg["batch_snippets"]), 3, cfg["snippet_length"], cfg["crop"], cfg["crop"]),
+                          dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cpu = torch.device("cpu")
+    exact, _ = X.forward_snippets(model, clips, cfg["normalization"], cpu, torch.float32)
+    mixed, _ = X.forward_snippets(model, clips, cfg["normalization"], cpu, X.compute_dtype(cpu, True))
+    cos = (exact * mixed).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(mixed, axis=1)
+    return float(cos.min())
+
+
 def time_ours(jobs, model, cfg, root: Path) -> tuple[float, float]:
     out = root / "cache"
     shutil.rmtree(out, ignore_errors=True)
@@ -165,8 +177,10 @@ def main() -> None:
         with torch.inference_mode():  # warm-up (allocator, oneDNN primitives)
             model.features(torch.randn(2, 3, cfg["snippet_length"], cfg["crop"], cfg["crop"]))
         decode = time_decode(jobs[:2], cfg)
+        agreement = autocast_agreement(model, cfg)
         runs = {
             "ours": lambda: time_ours(jobs, model, cfg, root),
+            "ours_fp32": lambda: time_ours(jobs, model, dict(cfg, autocast=False), root),
             "naive": lambda: time_naive(jobs[:args.naive_dives], model, cfg),
             "peak": lambda: time_peak(model, cfg),
         }
@@ -203,7 +217,8 @@ Wall clock (best of the repeats):
 
 | run | snippets/s | GFLOP/s | vs naive (a) | vs peak (b) |
 |---|---|---|---|---|
-| ours (run_extraction) | {best['ours']:.2f} | {gf['ours']:.1f} | {best['ours'] / best['naive']:.2f}x | {best['ours'] / best['peak']:.2f} |
+| ours (run_extraction, {X.compute_dtype(torch.device('cpu'), bool(cfg['autocast'])).__str__().removeprefix('torch.')}) | {best['ours']:.2f} | {gf['ours']:.1f} | {best['ours'] / best['naive']:.2f}x | {best['ours'] / best['peak']:.2f} |
+| ours, autocast off (float32) | {best['ours_fp32']:.2f} | {gf['ours_fp32']:.1f} | {best['ours_fp32'] / best['naive']:.2f}x | {best['ours_fp32'] / best['peak']:.2f} |
 | (a) naive, 1 snippet per forward | {best['naive']:.2f} | {gf['naive']:.1f} | 1.00x | {best['naive'] / best['peak']:.2f} |
 | (b) peak, batched forward on random input | {best['peak']:.2f} | {gf['peak']:.1f} | {best['peak'] / best['naive']:.2f}x | 1.00 |
 
@@ -213,8 +228,14 @@ to the neighbours' load:
 | run | snippets/cpu-s | GFLOP/s x {cores} cores | vs naive (a) | vs peak (b) |
 |---|---|---|---|---|
 | ours | {per_cpu['ours']:.2f} | {per_cpu['ours'] * cores * flops / 1e9:.1f} | {per_cpu['ours'] / per_cpu['naive']:.2f}x | {per_cpu['ours'] / per_cpu['peak']:.2f} |
+| ours, float32 | {per_cpu['ours_fp32']:.2f} | {per_cpu['ours_fp32'] * cores * flops / 1e9:.1f} | {per_cpu['ours_fp32'] / per_cpu['naive']:.2f}x | {per_cpu['ours_fp32'] / per_cpu['peak']:.2f} |
 | (a) naive | {per_cpu['naive']:.2f} | {per_cpu['naive'] * cores * flops / 1e9:.1f} | 1.00x | {per_cpu['naive'] / per_cpu['peak']:.2f} |
 | (b) peak | {per_cpu['peak']:.2f} | {per_cpu['peak'] * cores * flops / 1e9:.1f} | {per_cpu['peak'] / per_cpu['naive']:.2f}x | 1.00 |
+
+(a) and (b) run in float32; "GFLOP/s" counts float32-equivalent operations. Autocast speed-up
+in this run: {best['ours'] / best['ours_fp32']:.2f}x wall, {per_cpu['ours'] / per_cpu['ours_fp32']:.2f}x per CPU-second; pooled features of
+{cfg['batch_snippets']} random uint8 snippets, autocast vs float32: cosine similarity >= {agreement:.5f}
+({'the given' if args.weights else 'random'} weights).
 
 All repeats, wall snippets/s: {'; '.join(k + ' ' + ', '.join(f'{v:.2f}' for v in wall[k]) for k in runs)}.
 Where the time goes: decoding + resizing + cropping alone takes {decode * 1000:.1f} ms per snippet on
