@@ -102,3 +102,49 @@ def test_encode_maps_layouts():
     torch.testing.assert_close(reference.reshape(8, 96, 64), net.encode(rows))
     with pytest.raises(ValueError):
         encode_maps(net, maps, "other")
+
+
+def _plain_encoder(net: PSNet) -> torch.nn.Sequential:
+    """PSNet's encoder as the reference builds it (Conv1d / BatchNorm1d / MaxPool1d on (N, C, L)),
+    holding a copy of `net`'s weights and running statistics."""
+    def double(cin, cout):
+        return torch.nn.Sequential(
+            torch.nn.Conv1d(cin, cout, 3, padding=1), torch.nn.BatchNorm1d(cout), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv1d(cout, cout, 3, padding=1), torch.nn.BatchNorm1d(cout), torch.nn.ReLU(inplace=True))
+
+    w = net.cfg.widths
+    blocks = [double(net.cfg.in_channels, w[0])]
+    blocks += [torch.nn.Sequential(torch.nn.MaxPool1d(2), double(a, b)) for a, b in zip(w[:-1], w[1:])]
+    plain = torch.nn.Sequential(*blocks)
+    plain.load_state_dict(net.encoder.state_dict())  # strict: the same keys and shapes
+    return plain
+
+
+@pytest.mark.parametrize("feature_dim", [1024, 128])
+def test_encode_matches_the_plain_conv1d_encoder(feature_dim):
+    """Training: bit-identical outputs, gradients and running statistics. Eval (conv + BatchNorm
+    folded, channels-last): equal up to float rounding."""
+    torch.manual_seed(0)
+    net = PSNet(PSNetConfig(feature_dim=feature_dim))
+    plain = _plain_encoder(net)
+    g = torch.Generator().manual_seed(1)
+    net.train(), plain.train()
+    for _ in range(2):
+        x = torch.randn(12, 9, feature_dim, generator=g).relu() * 2  # I3D features are >= 0
+        out, ref = net.encode(x), plain(x)
+        assert out.shape == ref.shape == (12, 96, feature_dim // 16)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        grad = torch.randn(out.shape, generator=g)
+        net.zero_grad(), plain.zero_grad()
+        out.backward(grad), ref.backward(grad)
+        for (name, p), q in zip(net.encoder.named_parameters(), plain.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+        for (name, a), b in zip(net.encoder.named_buffers(), plain.buffers()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    net.eval(), plain.eval()
+    x = torch.randn(5, 9, feature_dim, generator=g).relu() * 2
+    with torch.no_grad():
+        out, ref = net.encode(x), plain(x)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
