@@ -10,6 +10,7 @@ import yaml
 
 from aqa.params import validate_params
 from shared_data import shared_path
+from tiny_params import shrink
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,14 +26,7 @@ def repo_params() -> dict:
 @pytest.fixture()
 def tiny_params(repo_params) -> dict:
     """params.yaml shrunk for tests: a few dives, small frames, short training."""
-    p = copy.deepcopy(repo_params)
-    p["synthesize_videos"].update(num_videos=2, dives_per_video=3, height=64, width=112)
-    p["extract_frames"].update(height=64, workers=1)
-    p["extract_features"].update(workers=0, batch_snippets=9)
-    p["train"].update(seeds=[0], epochs=2, batch_size=2)
-    p["evaluate"].update(num_exemplars=2)
-    validate_params(p, "tiny params")
-    return p
+    return shrink(copy.deepcopy(repo_params))
 
 
 @pytest.fixture()

@@ -1,0 +1,17 @@
+"""The real params.yaml shrunk to tiny sizes (one definition for every test that needs it)."""
+
+from __future__ import annotations
+
+from aqa.params import validate_params
+
+
+def shrink(params: dict) -> dict:
+    """Shrink `params` in place for tests: a few dives, small frames, short training; return it."""
+    p = params
+    p["synthesize_videos"].update(num_videos=2, dives_per_video=3, height=64, width=112)
+    p["extract_frames"].update(height=64, workers=1)
+    p["extract_features"].update(workers=0, batch_snippets=9)
+    p["train"].update(seeds=[0], epochs=2, batch_size=2)
+    p["evaluate"].update(num_exemplars=2)
+    validate_params(p, "tiny params")
+    return p
