@@ -6,9 +6,8 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
-from aqa.params import validate_params
+from aqa.params import load_params
 from shared_data import shared_path
 from tiny_params import shrink
 
@@ -17,10 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def repo_params() -> dict:
-    """The project's own params.yaml, validated."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    validate_params(params, "params.yaml")
-    return params
+    """The project's own params.yaml, read and validated as every stage reads it (YAML 1.2)."""
+    return load_params(REPO / "params.yaml")
 
 
 @pytest.fixture()

