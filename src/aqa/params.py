@@ -187,3 +187,20 @@ def load_params(path: str | Path, section: str | None = None) -> dict[str, Any]:
         raise ParamsError(f"{path}: expected a mapping of stage sections at the top level")
     validate_params(params, source=str(path))
     return params if section is None else params[section]
+
+
+# The output of `aqa check-params --out`, the DVC stage check_params that every `dvc repro` runs
+# first. Fixed bytes (no time, path or hash), so a passing check leaves the stages after it as
+# they were: they depend on this file only to run after the check, and track their own params.
+CHECKED_STAMP = "params valid: the whole file passed the schema and the cross-key checks of aqa.params\n"
+
+
+def check_params(path: str | Path, stamp: str | Path | None = None) -> None:
+    """Validate the whole params file; write `stamp` if it passes, leave none behind if it fails."""
+    from aqa.io import write_text_atomic
+
+    if stamp is not None:
+        Path(stamp).unlink(missing_ok=True)
+    load_params(path)
+    if stamp is not None:
+        write_text_atomic(stamp, CHECKED_STAMP)
