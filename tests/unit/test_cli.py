@@ -144,3 +144,30 @@ def test_multi_line_messages_are_folded_and_bugs_keep_their_traceback(tmp_path):
     assert bug.returncode == 1
     assert "Traceback" in bug.stderr and "KeyError: 'no such key'" in bug.stderr
     assert "KeyError: 'no such key'" in log.read_text()
+
+
+def test_every_expected_failure_class_is_an_aqa_error():
+    import pickle
+
+    from aqa.data.finediving import AnnotationError
+    from aqa.data.frames import FrameExtractionError
+    from aqa.data.mtl_aqa import MtlAqaError
+    from aqa.data.pickles import UnsafePickleError
+    from aqa.data.protocol import ProtocolError
+    from aqa.data.schema import SchemaError
+    from aqa.data.video import VideoError
+    from aqa.errors import AqaError
+    from aqa.features.cache import FeatureCacheError
+    from aqa.features.extract import FeatureExtractionError
+    from aqa.features.transforms import FrameError
+    from aqa.models.fetch_i3d import FetchError
+    from aqa.models.i3d_weights import WeightsError
+    from aqa.params import ParamsError
+
+    for cls in (AnnotationError, FrameExtractionError, MtlAqaError, UnsafePickleError, ProtocolError, SchemaError,
+                VideoError, FeatureCacheError, FeatureExtractionError, FrameError, FetchError, WeightsError,
+                ParamsError):
+        assert issubclass(cls, AqaError), cls
+    # the bases they had stay, for code that catches them by those
+    assert all(issubclass(c, RuntimeError) for c in (FrameExtractionError, VideoError, FetchError))
+    assert issubclass(UnsafePickleError, pickle.UnpicklingError)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from aqa.data.pickles import load_pickle
+from aqa.errors import AqaError
 from aqa.io import write_bytes_atomic
 
 COARSE = "FineDiving_coarse_annotation.pkl"
@@ -59,7 +60,7 @@ class FineDivingAnnotations:
     test_keys: list[Key] = field(default_factory=list)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(AqaError):
     """An annotation folder is incomplete or inconsistent."""
 
 

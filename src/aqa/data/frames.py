@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from aqa.data.finediving import Dive, read_finediving
 from aqa.data.video import FrameReader, VideoError, resize_frame
+from aqa.errors import AqaError
 from aqa.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ QUEUE_PER_WORKER = 8
 SEEK_THRESHOLD = 250
 
 
-class FrameExtractionError(RuntimeError):
+class FrameExtractionError(AqaError, RuntimeError):
     """A video could not be cut into dive frames (names the video and the dive)."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aqa.data.pickles import load_pickle
+from aqa.errors import AqaError
 
 ANNOTATIONS = "final_annotations_dict_with_dive_number.pkl"
 REQUIRED_FIELDS = ("start_frame", "end_frame", "difficulty", "final_score", "judge_scores", "dive_number")
@@ -18,7 +19,7 @@ REQUIRED_FIELDS = ("start_frame", "end_frame", "difficulty", "final_score", "jud
 MtlKey = tuple[int, int]
 
 
-class MtlAqaError(ValueError):
+class MtlAqaError(AqaError):
     """The MTL-AQA info folder is incomplete or malformed."""
 
 

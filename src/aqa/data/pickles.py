@@ -12,6 +12,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from aqa.errors import AqaError
+
 # numpy moved its core to numpy._core in 2.0; pickles written by either name both occur.
 _NUMPY_GLOBALS = {
     (module, name)
@@ -29,7 +31,7 @@ _ALLOWED = _NUMPY_GLOBALS | {("builtins", n) for n in _BUILTIN_TYPES} | {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(AqaError, pickle.UnpicklingError):
     """The pickle references a global outside the allow-list."""
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from aqa.errors import AqaError
+
 NUM_FRAMES = 96
 
 
-class ProtocolError(ValueError):
+class ProtocolError(AqaError):
     """A dive's frame range or labels cannot be put on the sampled scale."""
 
 

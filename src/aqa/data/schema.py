@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aqa.io import atomic_path
+from aqa.errors import AqaError
 
 SCHEMA_VERSION = "1"
 
@@ -49,7 +50,7 @@ LEXICON_SCHEMA = pa.schema(
 )
 
 
-class SchemaError(ValueError):
+class SchemaError(AqaError):
     """A table does not match the expected schema."""
 
 

@@ -23,6 +23,8 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 from PIL import Image
 
+from aqa.errors import AqaError
+
 log = logging.getLogger(__name__)
 
 # ffmpeg's scale filter defaults to bicubic; using the same keeps our frames close to the
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 INTERPOLATION = "BICUBIC"
 
 
-class VideoError(RuntimeError):
+class VideoError(AqaError, RuntimeError):
     """A video cannot be opened or decoded, or is shorter than asked for."""
 
 

@@ -20,12 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from aqa.errors import AqaError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("imagenet", "i3d")
 
 
-class FrameError(ValueError):
+class FrameError(AqaError):
     """A frame file cannot be read as an image."""
 
 
