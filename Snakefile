@@ -1,17 +1,12 @@
 # The engine: how each output of the pipeline is made. Stage logic lives in `src/aqa`;
 # rules only pass paths and params to the `aqa` command. `snakemake -c2 <stage>` runs one
 # stage (and what it needs); `snakemake -c2` runs everything. DVC (dvc.yaml) runs one target
-# of this file per stage. Pass another params file with `--configfile FILE`.
+# of this file per stage. Pass another params file with `--configfile FILE`: `config` is that
+# file (default params.yaml) as aqa.params reads and validates it (workflow/rules/common.smk).
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
-
-
-configfile: "params.yaml"
-
-
-validate(config, "workflow/schemas/params.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -198,3 +198,52 @@ def test_cross_key_checks_run_only_on_a_schema_valid_file(repo_params):
     p = copy.deepcopy(repo_params)
     del p["make_report"]
     assert "make_report: missing" in _refused(p)
+
+
+# --------------------------------------------------------------------------- Snakemake's config
+
+
+def _snakemake_config(root: Path, configfile: Path | None = None) -> tuple[dict, str]:
+    """The `config` the project's Snakefile defines when Snakemake loads it in `root`, and the
+    params file its rules pass to the `aqa` commands."""
+    from snakemake.api import ConfigSettings, OutputSettings, ResourceSettings, SnakemakeApi
+
+    settings = ConfigSettings(configfiles=[configfile] if configfile else [])
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=settings,
+                          snakefile=root / "Snakefile", workdir=root)
+        return copy.deepcopy(dict(wf._workflow.config)), wf._workflow.globals["PARAMS"]
+
+
+def _pipeline_copy(tmp_path: Path, params_text: str) -> Path:
+    import shutil
+
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    shutil.copy(REPO / "Snakefile", root / "Snakefile")
+    (root / "params.yaml").write_text(params_text)
+    return root
+
+
+def test_snakemake_reads_the_params_as_aqa_does(tmp_path):
+    text = (REPO / "params.yaml").read_text().replace("lr: 0.001", "lr: 1e-3")
+    root = _pipeline_copy(tmp_path, text)
+    config, params_file = _snakemake_config(root)
+    assert params_file == "params.yaml"
+    assert config["train"]["lr"] == 0.001 and isinstance(config["train"]["lr"], float)
+    assert config == load_params(root / "params.yaml")
+
+
+def test_snakemake_reads_the_configfile_given(tmp_path):
+    root = _pipeline_copy(tmp_path, (REPO / "params.yaml").read_text())
+    other = root / "other.yaml"
+    other.write_text((REPO / "params.yaml").read_text().replace("epochs: 4 ", "epochs: 7 "))
+    config, params_file = _snakemake_config(root, other)
+    assert config["train"]["epochs"] == 7
+    assert params_file == str(other)  # the file the aqa commands read: the same one
+
+
+def test_snakemake_refuses_a_misspelled_key(tmp_path):
+    root = _pipeline_copy(tmp_path, (REPO / "params.yaml").read_text().replace("  epochs: 4 ", "  epoch: 4 "))
+    with pytest.raises(Exception, match=r"params.yaml: train.epoch: unknown key"):
+        _snakemake_config(root)

@@ -2,8 +2,29 @@
 
 from pathlib import Path
 
-# The params file the `aqa` commands read: the one given with --configfile, else params.yaml.
-PARAMS = workflow.configfiles[-1] if workflow.configfiles else "params.yaml"
+from aqa.params import load_params
+
+
+def params_file():
+    """The params file: the one given with --configfile, else params.yaml.
+
+    The rules and the `aqa` commands they run must see the same values, so `config` is that file
+    as aqa.params reads it (YAML 1.2 as DVC reads it: Snakemake's own loader reads `1e-3` as a
+    string), validated whole with the schema and the cross-key checks before any rule is defined.
+    --config overrides would reach the rules but not the commands, which read the file: refused.
+    """
+    if workflow.config_settings.config:
+        raise ValueError("--config is not supported: the aqa commands read the params file, so "
+                         "put the values in a copy of params.yaml and pass it with --configfile")
+    given = workflow.config_settings.configfiles
+    if len(given) > 1:
+        raise ValueError(f"--configfile: give one params file, not {len(given)}")
+    return str(given[0]) if given else "params.yaml"
+
+
+PARAMS = params_file()
+config.clear()
+config.update(load_params(PARAMS))
 AQA = "aqa"
 
 RAW_VIDEOS = "data/raw/videos"
