@@ -15,6 +15,7 @@ from PIL import Image
 
 from aqa.data.schema import DIVES_SCHEMA, table_from_rows, write_parquet_atomic
 from aqa.features.cache import FeatureCache
+from aqa.models.fetch_i3d import WEIGHTS_NAME, import_state_dict
 from aqa.models.i3d import InceptionI3d
 
 AQA = Path(sys.executable).with_name("aqa")
@@ -38,8 +39,9 @@ def _write_inputs(tmp_path: Path, params: dict) -> tuple[Path, Path, Path, Path]
     parquet = tmp_path / "dives.parquet"
     write_parquet_atomic(table_from_rows(rows, DIVES_SCHEMA), parquet)
     torch.manual_seed(0)
-    weights = tmp_path / "i3d_random.pt"
-    torch.save(InceptionI3d(num_classes=400).state_dict(), weights)
+    torch.save(InceptionI3d(num_classes=400).state_dict(), tmp_path / "i3d_random.pt")
+    import_state_dict(tmp_path / "i3d_random.pt", tmp_path / "i3d")  # as fetch_i3d.weights_path does
+    weights = tmp_path / "i3d" / WEIGHTS_NAME
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
     return frames, parquet, weights, params_path
@@ -65,7 +67,8 @@ def test_extract_features_cli(tmp_path, tiny_params):
     views = 1
     assert cache.views == views and cache.manifest["backbone"] == "i3d"
     assert cache.manifest["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert json.loads((out / "manifest.json").read_text())["frames_root"] == str(frames.resolve())
+    manifest_text = (out / "manifest.json").read_text()
+    assert "frames_root" not in json.loads(manifest_text) and str(tmp_path) not in manifest_text
     for video, idx, _, _ in DIVES:
         pooled, maps = cache.load(video, idx)
         assert pooled.shape == (views, 9, 1024) and maps.shape == (views, 9, 1024, 4, 4)
@@ -93,3 +96,33 @@ def test_extract_features_cli_names_the_dive_with_missing_frames(tmp_path, tiny_
     done = _run(params_path, frames, parquet, weights, tmp_path / "out")
     assert done.returncode != 0
     assert "dive 01/2" in done.stderr and "missing" in done.stderr
+
+
+def _cache_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_extract_features_cli_refuses_damaged_or_unverified_weights_and_keeps_the_cache(tmp_path, tiny_params):
+    params = dict(tiny_params)
+    params["extract_features"] = dict(tiny_params["extract_features"], workers=1, batch_snippets=9,
+                                      flip_view=False)
+    frames, parquet, weights, params_path = _write_inputs(tmp_path, params)
+    out = tmp_path / "features" / "i3d"
+    done = _run(params_path, frames, parquet, weights, out)
+    assert done.returncode == 0, done.stderr
+    before = _cache_bytes(out)
+
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = bytes(b ^ 0xFF for b in data[len(data) // 2:len(data) // 2 + 16])
+    weights.write_bytes(bytes(data))
+    damaged = _run(params_path, frames, parquet, weights, out)
+    assert damaged.returncode != 0
+    assert f"{weights}: sha256" in damaged.stderr and f"{weights.parent / 'manifest.json'}" in damaged.stderr
+    assert "weights_only" not in damaged.stderr
+    assert _cache_bytes(out) == before
+
+    # weights given by hand without fetch_i3d's manifest: refused, with the way to import them
+    unverified = _run(params_path, frames, parquet, tmp_path / "i3d_random.pt", out)
+    assert unverified.returncode != 0
+    assert "i3d_random.pt: no manifest.json beside it" in unverified.stderr
+    assert _cache_bytes(out) == before

@@ -2,7 +2,9 @@
 
 ``<root>/manifest.json`` describes how the features were made; ``<root>/<video>/<idx>/`` holds
 ``pooled.npy`` (V, S, 1024) and ``maps.npy`` (V, S, 1024, 4, 4). A dive folder appears by an
-atomic rename, so a present folder is a finished dive.
+atomic rename, so a present folder is a finished dive; a file damaged afterwards (truncated,
+overwritten) is caught by its .npy header and size (`array_problem`), without reading the data.
+Nothing in the cache names a folder, a host or a time: a moved or cloned cache is the same cache.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from aqa.errors import AqaError
+
 MANIFEST = "manifest.json"
 POOLED = "pooled.npy"
 MAPS = "maps.npy"
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(AqaError):
     """The cache, its manifest or a dive's features are missing or malformed."""
 
 
@@ -39,6 +43,52 @@ def is_finished(path: Path, frames_digest: str | None = None) -> bool:
         return True
     digest_file = path / FRAMES_DIGEST
     return digest_file.is_file() and digest_file.read_text().strip() == frames_digest
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def array_problem(path: Path, shape: tuple[int | None, ...] | None = None,
+                  dtype: str | None = None) -> str | None:
+    """What is wrong with a stored .npy array, judged from its header and size; None if it looks whole.
+
+    `shape` entries that are None are not checked (e.g. the map size, which depends on the crop).
+    """
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = _HEADER_READERS.get(version)
+            if read_header is None:
+                return f"unexpected .npy format version {version}"
+            found_shape, fortran, found_dtype = read_header(fh)
+            data_start = fh.tell()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError, SyntaxError, TypeError) as exc:  # numpy's errors for a bad header
+        size = path.stat().st_size if path.is_file() else 0
+        return "truncated (empty file)" if size == 0 else f"not a .npy array ({exc})"
+    if found_dtype.hasobject or fortran:
+        return f"not a feature array (dtype {found_dtype}, fortran order {fortran})"
+    expected_size = data_start + int(np.prod(found_shape, dtype=np.int64)) * found_dtype.itemsize
+    actual_size = path.stat().st_size
+    if actual_size != expected_size:
+        return f"truncated or padded ({actual_size} bytes, its header {found_shape} needs {expected_size})"
+    if dtype is not None and found_dtype != np.dtype(dtype):
+        return f"dtype {found_dtype}, expected {np.dtype(dtype)}"
+    if shape is not None and (len(found_shape) != len(shape)
+                              or any(e is not None and e != f for e, f in zip(shape, found_shape))):
+        return f"shape {found_shape}, expected {tuple('*' if e is None else e for e in shape)}"
+    return None
+
+
+def dive_problem(folder: Path, *, views: int, num_snippets: int, dtype: str) -> str | None:
+    """What is wrong with a dive folder's arrays for this protocol ("maps.npy: truncated ..."), or None."""
+    expected = {POOLED: (views, num_snippets, 1024), MAPS: (views, num_snippets, 1024, None, None)}
+    for name, shape in expected.items():
+        problem = array_problem(folder / name, shape, dtype)
+        if problem is not None:
+            return f"{name}: {problem}"
+    return None
 
 
 class FeatureCache:
@@ -71,8 +121,11 @@ class FeatureCache:
 
     @cached_property
     def fingerprint(self) -> str:
+        """Relative names and contents only: the same cache in another folder has the same fingerprint."""
         digest = hashlib.sha256(self._manifest_bytes)
         for path in sorted(self.root.glob(f"*/*/{FRAMES_DIGEST}")):
+            if path.parent.name.startswith("."):  # an interrupted write's temporary, not a dive
+                continue
             digest.update(path.parent.relative_to(self.root).as_posix().encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()
 
@@ -91,17 +144,24 @@ class FeatureCache:
         folder = self.path(video, idx)
         if not self.has(video, idx):
             raise FeatureCacheError(f"{folder}: no features for dive {video}/{int(idx)} in the cache {self.root}")
-        try:
-            pooled = np.load(folder / POOLED, mmap_mode="r")
-            maps = np.load(folder / MAPS, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            raise FeatureCacheError(f"{folder}: unreadable features for dive {video}/{int(idx)}: {exc}") from None
+        pooled = self._load_array(folder / POOLED, video, idx)
+        maps = self._load_array(folder / MAPS, video, idx)
         if pooled.shape[0] != self.views or maps.shape[:2] != pooled.shape[:2]:
             raise FeatureCacheError(
                 f"{folder}: shapes pooled {pooled.shape} / maps {maps.shape} disagree with "
                 f"{self.views} view(s) in {self.manifest_path}"
             )
         return pooled, maps
+
+    def _load_array(self, path: Path, video: str, idx: int) -> np.ndarray:
+        problem = array_problem(path)  # header and size: np.load's own errors do not name the file
+        if problem is None:
+            try:
+                return np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                problem = f"unreadable ({exc})"
+        raise FeatureCacheError(f"{path}: damaged features of dive {video}/{int(idx)}: {problem}; "
+                                "re-run extract_features (`dvc repro`) to recompute that dive")
 
     def load_many(self, keys: Iterable[str | tuple[str, int]],
                   dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:

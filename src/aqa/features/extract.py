@@ -9,9 +9,17 @@ while the main thread runs the backbone on batches of `batch_snippets` snippets 
 several dives; a dive is written as soon as its last snippet is through. Memory stays bounded
 by the prefetch depth and one batch, however many dives.
 
-Resumability: the manifest is compared first (a changed one clears the old dive folders and is
+Validate before destroying: params, annotations, the weights (sha256 against fetch_i3d's
+manifest, then a tensors-only load) and every dive's frames are checked before the output folder
+is touched, so bad input never costs a finished cache.
+
+Resumability: the manifest is compared next (a changed one clears the old dive folders and is
 rewritten before any dive), and each dive folder appears by an atomic rename, so after an
-interruption the next run finds the same manifest and skips every present dive.
+interruption the next run finds the same manifest and skips every finished dive. A dive counts
+as finished only when its frames digest matches and its arrays' headers and sizes are whole.
+
+Location independence: the manifest holds no path (each dive's frames.sha256 says which frames
+it came from), so a moved checkout or a clone reuses the cache.
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ from tqdm import tqdm
 
 from aqa.data.protocol import sample_frame_numbers
 from aqa.features import transforms as T
-from aqa.features.cache import FRAMES_DIGEST, MANIFEST, MAPS, POOLED, dive_dir, is_finished
+from aqa.errors import AqaError
+from aqa.features.cache import FRAMES_DIGEST, MANIFEST, MAPS, POOLED, dive_dir, dive_problem, is_finished
 from aqa.io import atomic_path, write_json_atomic
+from aqa.models.i3d_weights import load_verified_weights
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +54,12 @@ BACKBONE = "i3d"
 EXTRACTOR_VERSION = 1
 PROTOCOL_KEYS = ("num_frames", "snippet_length", "snippet_stride", "num_snippets", "resize", "crop",
                  "normalization", "flip_view", "dtype", "autocast")
+# Keys of older manifests that no longer decide the numbers: a cache that differs only in them is kept.
+RETIRED_MANIFEST_KEYS = ("frames_root",)  # an absolute path; frames.sha256 per dive replaced it
 
 
-class FeatureExtractionError(ValueError):
-    """Bad input to extract_features: missing frames, dives, weights."""
+class FeatureExtractionError(AqaError):
+    """Bad input to extract_features: params, missing frames, dives."""
 
 
 @dataclass(frozen=True)
@@ -159,24 +171,12 @@ def prefetch(jobs: Iterable[DiveJob], fn: Callable[[DiveJob], Any], workers: int
 
 # ----------------------------------------------------------------------------- backbone
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_backbone(weights_path: Path, device: torch.device) -> torch.nn.Module:
-    """Kinetics-400 I3D in eval mode (BatchNorm frozen) with the given state dict, strictly."""
+def load_backbone(state: dict[str, torch.Tensor], device: torch.device) -> torch.nn.Module:
+    """Kinetics-400 I3D in eval mode (BatchNorm frozen) with a verified state dict, strictly."""
     from aqa.models.i3d import InceptionI3d
 
     model = InceptionI3d(num_classes=400)
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as exc:  # name the file; never continue without weights
-        raise FeatureExtractionError(f"{weights_path}: cannot load I3D weights: {exc}") from exc
+    model.load_state_dict(state, strict=True)  # names and shapes were checked when it was loaded
     return model.eval().to(device)
 
 
@@ -279,16 +279,18 @@ def run_extraction(jobs: list[DiveJob], model: torch.nn.Module, cfg: dict[str, A
     return stats
 
 
-def build_manifest(cfg: dict[str, Any], weights_path: Path, frames_root: Path,
+def build_manifest(cfg: dict[str, Any], weights_sha256: str,
                    device: torch.device = torch.device("cpu")) -> dict[str, Any]:
-    """Everything that decides the cached numbers; a different manifest means a stale cache."""
+    """Everything that decides the cached numbers; a different manifest means a stale cache.
+
+    No path, host or time: the frames are identified per dive by frames.sha256.
+    """
     return {
         # what autocast resolved to on this machine: a cache made in another precision is redone
         "compute_dtype": str(compute_dtype(device, bool(cfg["autocast"]))).removeprefix("torch."),
         "backbone": BACKBONE,
         "extractor_version": EXTRACTOR_VERSION,
-        "weights_sha256": file_sha256(weights_path),
-        "frames_root": str(frames_root.resolve()),
+        "weights_sha256": weights_sha256,
         "protocol": {k: cfg[k] for k in PROTOCOL_KEYS},
         "resize_interpolation": "bilinear",
         "views": 2 if cfg["flip_view"] else 1,
@@ -298,10 +300,11 @@ def build_manifest(cfg: dict[str, Any], weights_path: Path, frames_root: Path,
 
 
 def _dive_folders(out_dir: Path) -> Iterator[Path]:
-    """Finished dive folders and leftover temporaries (<video>/<idx> or <video>/.<idx>.*.tmp)."""
+    """Dive folders (whole or damaged) and leftover temporaries (<video>/<idx>, <video>/.<idx>.*.tmp)."""
     for video in sorted(p for p in out_dir.iterdir() if p.is_dir()):
         for sub in sorted(p for p in video.iterdir() if p.is_dir()):
-            if is_finished(sub) or (sub.name.startswith(".") and sub.name.endswith(".tmp")):
+            holds_dive = any((sub / name).exists() for name in (POOLED, MAPS, FRAMES_DIGEST))
+            if holds_dive or (sub.name.startswith(".") and sub.name.endswith(".tmp")):
                 yield sub
 
 
@@ -321,9 +324,11 @@ def prepare_out_dir(out_dir: Path, manifest: dict[str, Any]) -> None:
             log.warning("%s: unreadable manifest, treating the cache as stale", path)
     current = json.loads(json.dumps(manifest))  # JSON round trip: tuples -> lists
     stale = list(_dive_folders(out_dir))
-    if old == current:
+    if _same_manifest(old, current):
         for tmp in (p for p in stale if p.name.endswith(".tmp")):  # an interrupted dive
             shutil.rmtree(tmp, ignore_errors=True)
+        if old != current:  # only retired keys differ: same numbers, rewritten without them
+            write_json_atomic(path, current)
         return
     finished = [p for p in stale if not p.name.endswith(".tmp")]
     if finished:
@@ -337,6 +342,12 @@ def prepare_out_dir(out_dir: Path, manifest: dict[str, Any]) -> None:
     write_json_atomic(path, current)
 
 
+def _same_manifest(old: dict | None, new: dict) -> bool:
+    if not isinstance(old, dict):
+        return False
+    return {k: v for k, v in old.items() if k not in RETIRED_MANIFEST_KEYS} == new
+
+
 def _diff_keys(old: dict | None, new: dict) -> str:
     if old is None:
         return "no previous manifest"
@@ -344,34 +355,73 @@ def _diff_keys(old: dict | None, new: dict) -> str:
     return "differs in " + ", ".join(keys)
 
 
-def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Path, out_dir: Path,
-                     cfg: dict[str, Any]) -> None:
-    """Compute the I3D cache for every dive of `dives_parquet` (all splits), resumably."""
+def check_geometry(cfg: dict[str, Any]) -> None:
+    """The snippets fit the sampled frames and the crop fits the resized frame, or the key is named."""
+    try:
+        T.snippet_starts(cfg["num_frames"], cfg["snippet_length"], cfg["snippet_stride"], cfg["num_snippets"])
+    except ValueError as exc:
+        raise FeatureExtractionError(f"extract_features.num_snippets / snippet_length / snippet_stride: {exc}") from None
+    height, width = (int(v) for v in cfg["resize"])
+    if int(cfg["crop"]) > min(height, width):
+        raise FeatureExtractionError(f"extract_features.crop = {cfg['crop']} exceeds extract_features.resize "
+                                     f"[{height}, {width}] (the crop is taken from the resized frame)")
+
+
+def read_dive_ranges(dives_parquet: Path):
+    """The dives table, with the columns this stage needs."""
     from aqa.data.annotations import read_dives
 
-    frames_root, out_dir, weights_path = Path(frames_root), Path(out_dir), Path(weights_path)
-    torch.manual_seed(int(cfg["seed"]))
-    T.snippet_starts(cfg["num_frames"], cfg["snippet_length"], cfg["snippet_stride"], cfg["num_snippets"])
-    if not frames_root.is_dir():
-        raise FeatureExtractionError(f"{frames_root}: frames root is not a folder")
     dives = read_dives(dives_parquet)
     needed = {"video", "idx", "start_frame", "end_frame"}
     if not needed <= set(dives.columns):
         raise FeatureExtractionError(f"{dives_parquet}: missing column(s) {sorted(needed - set(dives.columns))}")
+    return dives
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    prepare_out_dir(out_dir, build_manifest(cfg, weights_path, frames_root, device))
-    # Check every frame folder before the first forward pass: fail in seconds, not hours.
+
+def jobs_to_compute(every: list[DiveJob], out_dir: Path, cfg: dict[str, Any]) -> list[DiveJob]:
+    """The dives without whole features from the same frame bytes (frames re-extracted or
+    re-rendered since, or arrays damaged after they were written, are recomputed)."""
+    views = 2 if cfg["flip_view"] else 1
+    jobs = []
+    for job in every:
+        folder = dive_dir(out_dir, job.video, job.idx)
+        if not is_finished(folder, job.digest):
+            jobs.append(job)
+            continue
+        problem = dive_problem(folder, views=views, num_snippets=int(cfg["num_snippets"]), dtype=cfg["dtype"])
+        if problem is not None:
+            log.warning("%s: %s; recomputing dive %s", folder, problem, job.key)
+            jobs.append(job)
+    return jobs
+
+
+def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Path, out_dir: Path,
+                     cfg: dict[str, Any]) -> None:
+    """Compute the I3D cache for every dive of `dives_parquet` (all splits), resumably.
+
+    Everything is checked (params, annotations, weights, every dive's frames) before `out_dir`
+    is touched; only then may a changed manifest clear the old cache.
+    """
+    frames_root, out_dir, weights_path = Path(frames_root), Path(out_dir), Path(weights_path)
+    torch.manual_seed(int(cfg["seed"]))
+    check_geometry(cfg)
+    if not frames_root.is_dir():
+        raise FeatureExtractionError(f"{frames_root}: frames root is not a folder")
+    dives = read_dive_ranges(dives_parquet)
+    state, weights_sha256 = load_verified_weights(weights_path)
+    # Every frame folder before the first forward pass: fail in seconds, not hours.
     every = [dive_job(frames_root, r.video, r.idx, r.start_frame, r.end_frame, int(cfg["num_frames"]))
              for r in dives.itertuples(index=False)]
-    # A cached dive counts only if made from the same frame bytes (frames re-extracted or
-    # re-rendered since are recomputed).
-    jobs = [job for job in every if not is_finished(dive_dir(out_dir, job.video, job.idx), job.digest)]
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    prepare_out_dir(out_dir, build_manifest(cfg, weights_sha256, device))
+    jobs = jobs_to_compute(every, out_dir, cfg)
     log.info("%d dive(s) in %s, %d already cached, %d to compute", len(dives), dives_parquet,
              len(dives) - len(jobs), len(jobs))
     if not jobs:
         return
-    model = load_backbone(weights_path, device)
+    model = load_backbone(state, device)
+    del state
     log.info("I3D on %s in %s (%d CPU threads), %d decode worker(s), %d snippets per forward",
              device, compute_dtype(device, bool(cfg["autocast"])), torch.get_num_threads(), int(cfg["workers"]),
              int(cfg["batch_snippets"]))

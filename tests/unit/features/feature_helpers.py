@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 
 from aqa.data.schema import DIVES_SCHEMA, table_from_rows, write_parquet_atomic
+from aqa.models.fetch_i3d import WEIGHTS_NAME, import_state_dict
+from aqa.models.i3d import InceptionI3d
 
 
 def write_frames(folder: Path, start: int, end: int, height: int = 64, width: int = 112, seed: int = 0) -> None:
@@ -32,6 +34,19 @@ def write_dives(path: Path, dives: list[tuple[str, int, int, int]]) -> Path:
                          transitions_96=[10, 80]))
     write_parquet_atomic(table_from_rows(rows, DIVES_SCHEMA), path)
     return path
+
+
+def write_fetched_weights(folder: Path, seed: int = 0) -> Path:
+    """Random I3D weights imported by fetch_i3d: <folder>/i3d/kinetics400_rgb.pt beside its manifest."""
+    torch.manual_seed(seed)
+    torch.save(InceptionI3d().state_dict(), folder / "random_i3d.pt")
+    import_state_dict(folder / "random_i3d.pt", folder / "i3d")
+    return folder / "i3d" / WEIGHTS_NAME
+
+
+def cache_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under a cache folder, by relative path: to check that nothing was touched."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 class FakeBackbone(torch.nn.Module):

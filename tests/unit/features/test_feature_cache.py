@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from aqa.features.cache import FeatureCache, FeatureCacheError
+from aqa.features.cache import FeatureCache, FeatureCacheError, dive_problem
 from aqa.features.extract import prepare_out_dir, write_dive
 
 
@@ -85,3 +85,34 @@ def test_interrupted_temporaries_are_removed_and_unmanifested_dives_cleared(tmp_
     prepare_out_dir(tmp_path, _manifest())  # no manifest before: nothing can be trusted
     assert not (tmp_path / "01").exists()
     assert json.loads((tmp_path / "manifest.json").read_text())["views"] == 2
+
+
+@pytest.mark.parametrize("name, damage, problem", [
+    ("maps.npy", lambda b: b[:1000], "truncated"),
+    ("maps.npy", lambda b: b"", "truncated"),
+    ("pooled.npy", lambda b: b"garbage" * 100, "not a .npy array"),
+])
+def test_a_damaged_array_is_named_on_load(tmp_path, name, damage, problem):
+    prepare_out_dir(tmp_path, _manifest())
+    write_dive(tmp_path / "01" / "1", *_dive_arrays(0), views=2, dtype="float16")
+    path = tmp_path / "01" / "1" / name
+    path.write_bytes(damage(path.read_bytes()))
+    cache = FeatureCache(tmp_path)
+    assert cache.has("01", 1)  # present; load says what is wrong with it
+    with pytest.raises(FeatureCacheError) as err:
+        cache.load("01", 1)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and problem in msg and "dive 01/1" in msg and "\n" not in msg
+    assert "extract_features" in msg  # what to do
+    with pytest.raises(FeatureCacheError, match=name):
+        cache.load_many(["01/1"])
+
+
+def test_dive_problem_checks_headers_and_sizes_only(tmp_path):
+    write_dive(tmp_path / "01" / "1", *_dive_arrays(0), views=2, dtype="float16")
+    folder = tmp_path / "01" / "1"
+    assert dive_problem(folder, views=2, num_snippets=9, dtype="float16") is None
+    assert "dtype" in dive_problem(folder, views=2, num_snippets=9, dtype="float32")
+    assert "shape" in dive_problem(folder, views=1, num_snippets=9, dtype="float16")
+    np.save(folder / "maps.npy", np.zeros((2, 8, 1024, 4, 4), np.float16))  # well-formed, wrong dive
+    assert "shape" in dive_problem(folder, views=2, num_snippets=9, dtype="float16")

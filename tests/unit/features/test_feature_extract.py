@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
-from feature_helpers import FakeBackbone, write_frames
+from feature_helpers import FakeBackbone, cache_bytes, write_frames
 
 from aqa.data.protocol import sample_frame_numbers
 from aqa.features import extract as X
 from aqa.features import transforms as T
+from aqa.errors import AqaError
 from aqa.features.cache import FeatureCache
+from aqa.models.i3d_weights import WeightsError
 
 
 @pytest.fixture()
-def fake(monkeypatch, tmp_path):
-    """Patch the backbone loader; return the fake (its .calls list counts forward passes)."""
+def fake(monkeypatch, tmp_path, fetched_weights):
+    """Real weights (verified and loaded as always), a fake network built from them; returns
+    (fake, weights path): the fake's .calls list counts forward passes."""
     model = FakeBackbone()
-    monkeypatch.setattr(X, "load_backbone", lambda path, device: model)
-    weights = tmp_path / "weights.pt"
-    weights.write_bytes(b"fake weights")
-    return model, weights
+    monkeypatch.setattr(X, "load_backbone", lambda weights, device: model)
+    shutil.copytree(fetched_weights.parent, tmp_path / "i3d")
+    return model, tmp_path / "i3d" / fetched_weights.name
 
 
 def test_dive_job_picks_protocol_frames(tiny_dives):
@@ -50,7 +55,7 @@ def test_batches_span_dives_and_outputs_land_on_the_right_dive(tiny_dives, featu
     jobs = [X.dive_job(frames, v, i, s, e, 96) for v, i, s, e in dives]
     model = FakeBackbone()
     out = tmp_path / "cache"
-    X.prepare_out_dir(out, X.build_manifest(cfg, tiny_dives[1], frames))
+    X.prepare_out_dir(out, X.build_manifest(cfg, "ab" * 32))
     stats = X.run_extraction(jobs, model, cfg, out, torch.device("cpu"), progress=False)
     assert stats.dives == 3 and stats.snippets == 54
     assert model.calls == [7] * 7 + [5]  # 54 snippets in batches of 7, crossing dive borders
@@ -77,13 +82,12 @@ def test_extract_features_resumes_and_recomputes_on_changed_params(tiny_dives, f
     assert sum(model.calls) == 3 * per_dive
     cache = FeatureCache(out)
     assert all(cache.has(v, i) for v, i, _, _ in dives)
-    assert cache.manifest["frames_root"] == str(frames.resolve())
+    assert "frames_root" not in cache.manifest  # each dive's frames.sha256 says which frames, not a path
     assert cache.manifest["protocol"]["resize"] == [200, 112]
     kept = out / "01" / "2" / "pooled.npy"
     mtime = kept.stat().st_mtime_ns
 
     # an interrupted run: one dive gone, a stale temporary left behind
-    import shutil
     shutil.rmtree(out / "02" / "7")
     (out / "02" / ".7.xyz.tmp").mkdir()
     model.calls.clear()
@@ -130,6 +134,115 @@ def test_bad_frames_fail_before_any_forward(tiny_dives, feature_cfg, tmp_path, f
     assert model.calls == []
 
 
+# ----------------------------------------------------------------------------- validate before destroying
+
+@pytest.fixture()
+def finished(tiny_dives, feature_cfg, tmp_path, fake):
+    """A finished cache of the three tiny dives: (model, weights, frames, parquet, out, cfg, bytes)."""
+    model, weights = fake
+    frames, parquet, _ = tiny_dives
+    out = tmp_path / "cache"
+    cfg = dict(feature_cfg, batch_snippets=9)
+    X.extract_features(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out, cfg=cfg)
+    model.calls.clear()
+    return model, weights, frames, parquet, out, cfg, cache_bytes(out)
+
+
+def _extract(finished, **over):
+    _, weights, frames, parquet, out, cfg, _ = finished
+    args = dict(frames_root=frames, dives_parquet=parquet, weights_path=weights, out_dir=out, cfg=cfg)
+    X.extract_features(**{**args, **over})
+
+
+def _assert_untouched(finished):
+    model, *_, out, _, before = finished
+    assert model.calls == []
+    assert cache_bytes(out) == before  # every cached file still there, same bytes
+
+
+def test_damaged_weights_are_refused_before_the_cache_is_touched(finished):
+    weights = finished[1]
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = bytes(16)  # inside a tensor: still loads
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=rf"{weights}: sha256 .* does not match .*manifest.json"):
+        _extract(finished)
+    _assert_untouched(finished)
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"crop": 300}, "extract_features.crop"),
+    ({"resize": [100, 80]}, "extract_features.crop"),
+    ({"num_snippets": 12}, "extract_features.num_snippets"),
+])
+def test_impossible_params_are_refused_before_the_cache_is_touched(finished, over, key):
+    with pytest.raises(X.FeatureExtractionError, match=key) as err:
+        _extract(finished, cfg=dict(finished[5], **over))
+    assert "\n" not in str(err.value) and isinstance(err.value, AqaError)
+    _assert_untouched(finished)
+
+
+def test_missing_frames_are_refused_before_a_changed_manifest_clears_the_cache(finished):
+    frames = finished[2]
+    shutil.rmtree(frames / "02" / "7")
+    with pytest.raises(X.FeatureExtractionError, match="dive 02/7: frame folder .* does not exist"):
+        _extract(finished, cfg=dict(finished[5], normalization="i3d"))  # would clear every dive
+    _assert_untouched(finished)
+
+
+def test_unreadable_annotations_are_refused_before_the_cache_is_touched(finished, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(Exception, match="bad.parquet"):
+        _extract(finished, dives_parquet=bad, cfg=dict(finished[5], normalization="i3d"))
+    _assert_untouched(finished)
+
+
+# ----------------------------------------------------------------------------- machine independence
+
+def test_a_moved_cache_is_reused_whole_with_the_same_manifest_and_fingerprint(finished, tmp_path):
+    model, weights, frames, parquet, out, cfg, before = finished
+    fingerprint = FeatureCache(out).fingerprint
+    moved = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(frames, moved / "frames")
+    shutil.copytree(out, moved / "cache")
+    shutil.copytree(weights.parent, moved / "i3d")
+    X.extract_features(frames_root=moved / "frames", dives_parquet=parquet, weights_path=moved / "i3d" / weights.name,
+                       out_dir=moved / "cache", cfg=cfg)
+    assert model.calls == []  # every dive skipped
+    assert cache_bytes(moved / "cache") == before
+    assert FeatureCache(moved / "cache").fingerprint == fingerprint
+    # nothing in the cache names a folder, a host or a time
+    for name, data in before.items():
+        assert str(tmp_path).encode() not in data, name
+
+
+def test_a_cache_from_before_frames_root_was_dropped_is_kept(finished):
+    model, *_, out, cfg, before = finished
+    manifest = out / "manifest.json"
+    legacy = dict(json.loads(manifest.read_text()), frames_root="/some/old/checkout/frames")
+    manifest.write_text(json.dumps(legacy))
+    _extract(finished)
+    assert model.calls == []  # each dive's frames.sha256 already proved its frames
+    assert cache_bytes(out) == before
+
+
+# ----------------------------------------------------------------------------- damaged cache files
+
+def test_damaged_dive_arrays_are_recomputed_alone(finished):
+    model, *_, out, cfg, before = finished
+    per_dive = 18 if cfg["flip_view"] else 9
+    maps = out / "01" / "1" / "maps.npy"
+    maps.write_bytes(maps.read_bytes()[:1000])  # truncated (a full disk, a killed copy)
+    (out / "02" / "7" / "pooled.npy").write_bytes(b"garbage" * 100)
+    kept = out / "01" / "2" / "pooled.npy"
+    mtime = kept.stat().st_mtime_ns
+    _extract(finished)
+    assert sum(model.calls) == 2 * per_dive  # only the two damaged dives
+    assert kept.stat().st_mtime_ns == mtime
+    assert cache_bytes(out) == before  # recomputed to the same bytes
+
+
 def test_short_clip_decodes_repeated_frames(tmp_path, feature_cfg):
     write_frames(tmp_path / "v" / "0", 0, 4)  # 5 frames for 96 positions
     job = X.dive_job(tmp_path, "v", 0, 0, 4, 96)
@@ -144,10 +257,9 @@ def test_autocast_precision_per_device_and_in_the_manifest(feature_cfg, tiny_div
     assert X.compute_dtype(cuda, False) == torch.float32
     assert X.compute_dtype(cuda, True) == torch.float16
     assert X.compute_dtype(cpu, True) in (torch.bfloat16, torch.float32)
-    frames, weights = tiny_dives[0], tiny_dives[1]
-    exact = X.build_manifest(dict(feature_cfg, autocast=False), weights, frames, cpu)
+    exact = X.build_manifest(dict(feature_cfg, autocast=False), "ab" * 32, cpu)
     assert exact["compute_dtype"] == "float32"
-    mixed = X.build_manifest(dict(feature_cfg, autocast=True), weights, frames, cuda)
+    mixed = X.build_manifest(dict(feature_cfg, autocast=True), "ab" * 32, cuda)
     assert mixed["compute_dtype"] == "float16" and mixed != exact  # a cache in another precision is redone
 
 

@@ -112,7 +112,9 @@ def test_weights_path_kinetics_i3d_pytorch_layout(tmp_path, repo_params):
     InceptionI3d().load_state_dict(loaded, strict=True)
     assert torch.equal(loaded["mixed_4c.branch_1.1.conv3d.weight"], sd["mixed_4c.branch_1.1.conv3d.weight"])
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["source"].startswith("file:") and manifest["input_sha256"]
+    assert manifest["source"] == "file:model_rgb.pth" and manifest["input_sha256"]
+    # a DVC-tracked output: the same weights imported from another folder give the same manifest
+    assert str(tmp_path) not in (out / "manifest.json").read_text()
 
 
 def test_weights_path_errors_name_the_file(tmp_path, repo_params):
@@ -125,5 +127,7 @@ def test_weights_path_errors_name_the_file(tmp_path, repo_params):
         fetch_i3d(out_dir=tmp_path / "i3d", cfg=dict(cfg, weights_path=str(bad)))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a torch file")
-    with pytest.raises(FetchError, match="junk.pth: not a loadable PyTorch state dict"):
+    with pytest.raises(FetchError) as err:
         fetch_i3d(out_dir=tmp_path / "i3d", cfg=dict(cfg, weights_path=str(junk)))
+    # torch's own message advises weights_only=False: unsafe for a file from outside, not repeated
+    assert str(err.value) == f"{junk}: not a readable I3D state dict (damaged or not a PyTorch file)"

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from aqa.errors import AqaError
 from aqa.models.i3d import InceptionI3d
-from aqa.models.i3d_weights import WeightsError, check_state_dict, flatten_tree, flax_to_state_dict, unit_names
+from aqa.models.i3d_weights import (WeightsError, check_state_dict, flatten_tree, flax_to_state_dict,
+                                    load_verified_weights, unit_names)
 from i3d_fakes import fake_flax_variables
 
 
@@ -113,3 +119,72 @@ def test_check_state_dict_lists_problems():
     msg = str(err.value)
     assert "other.pth" in msg and "mixed_5c.branch_0.conv3d.weight" in msg
     assert "module.extra" in msg and "(101,) != (400,)" in msg
+
+
+# ----------------------------------------------------------------------------- verified loading
+
+@pytest.fixture(scope="module")
+def fetched(tmp_path_factory) -> Path:
+    """Random I3D weights imported by fetch_i3d: <folder>/kinetics400_rgb.pt with its manifest.json."""
+    from aqa.models.fetch_i3d import import_state_dict
+
+    folder = tmp_path_factory.mktemp("fetched")
+    torch.manual_seed(0)
+    torch.save(InceptionI3d().state_dict(), folder / "random.pt")
+    import_state_dict(folder / "random.pt", folder / "i3d")
+    return folder / "i3d" / "kinetics400_rgb.pt"
+
+
+def _copy(fetched: Path, tmp_path: Path) -> Path:
+    shutil.copytree(fetched.parent, tmp_path / "i3d")
+    return tmp_path / "i3d" / fetched.name
+
+
+def _flip(path: Path, offset: int, n: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset:offset + n] = bytes(b ^ 0xFF for b in data[offset:offset + n])
+    path.write_bytes(bytes(data))
+
+
+def test_verified_weights_load_and_report_their_sha256(fetched):
+    sd, digest = load_verified_weights(fetched)
+    assert digest == hashlib.sha256(fetched.read_bytes()).hexdigest()
+    assert digest == json.loads((fetched.parent / "manifest.json").read_text())["sha256"]
+    InceptionI3d().load_state_dict(sd, strict=True)
+
+
+def test_flipped_bytes_fail_the_sha256_check_naming_both_files(fetched, tmp_path):
+    weights = _copy(fetched, tmp_path)
+    _flip(weights, weights.stat().st_size // 2)  # inside a tensor: torch.load alone would not notice
+    torch.load(weights, weights_only=True)  # (it indeed loads)
+    with pytest.raises(WeightsError) as err:
+        load_verified_weights(weights)
+    msg = str(err.value)
+    assert "\n" not in msg and isinstance(err.value, AqaError)
+    assert str(weights) in msg and str(weights.parent / "manifest.json") in msg and "sha256" in msg
+    assert f"delete {weights.parent}" in msg and "fetch_i3d" in msg
+
+
+def test_damaged_header_is_not_a_state_dict_without_torch_advice(fetched, tmp_path):
+    weights = _copy(fetched, tmp_path)
+    _flip(weights, 0)  # the zip header: torch falls back to unpickling and advises weights_only=False
+    manifest = weights.parent / "manifest.json"
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(dict(record, sha256=hashlib.sha256(weights.read_bytes()).hexdigest())))
+    with pytest.raises(WeightsError) as err:
+        load_verified_weights(weights)
+    assert str(err.value) == f"{weights}: not a readable I3D state dict (damaged or not a PyTorch file)"
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # torch's advice is not chained
+
+
+def test_weights_without_a_manifest_are_refused_with_the_way_to_import_them(fetched, tmp_path):
+    lone = tmp_path / "mine.pt"
+    shutil.copy(fetched, lone)
+    with pytest.raises(WeightsError, match=r"mine.pt: no manifest.json beside it.*fetch_i3d.weights_path"):
+        load_verified_weights(lone)
+    (tmp_path / "manifest.json").write_text(json.dumps({"file": "other.pt", "sha256": "0" * 64}))
+    with pytest.raises(WeightsError, match=r"manifest.json: describes other.pt, not mine.pt"):
+        load_verified_weights(lone)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(WeightsError, match=r"manifest.json: not a fetch_i3d manifest"):
+        load_verified_weights(lone)
