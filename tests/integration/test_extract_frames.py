@@ -42,3 +42,23 @@ def test_cli_extracts_and_resumes(tiny_params, tmp_path):
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert "0 dives written (0 frames), 2 already complete" in (tmp_path / "logs" / "extract.log").read_text()
+
+
+def test_cli_refuses_a_video_without_annotated_dives(tiny_params, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    video = write_coded_video(raw / "comp1.mp4", 100)
+    notes = raw / "notes.mp4"
+    notes.write_text("what to film next week\n")
+    ann = write_annotations(tmp_path / "ann", {"comp1": RANGES["comp1"]})
+    out = tmp_path / "frames"
+
+    result = CliRunner().invoke(main, ["extract-frames", "--params", str(params), "--annotations", str(ann),
+                                       "--out", str(out), "--video", str(video), "--video", str(notes)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"aqa extract-frames: error: {notes}: no annotated dives (no dive of video 'notes' in "
+                     f"{ann}); remove the file or annotate its dives"], result.stderr
+    assert not out.exists()

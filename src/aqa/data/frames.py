@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import threading
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,36 +233,63 @@ def extract_video(video_path: Path, dives: Sequence[Dive], video_dir: Path, *, h
     return stats
 
 
+def _unannotated(path: Path, annotations_dir: Path) -> str:
+    return (f"{path}: no annotated dives (no dive of video {path.stem!r} in {annotations_dir}); "
+            "remove the file or annotate its dives")
+
+
+def videos_to_extract(videos_dir: Path, annotations_dir: Path) -> list[str]:
+    """The video names to cut: every annotated video. Refuses a folder that does not match them.
+
+    A `.mp4` no dive refers to (a stray file) and an annotated video without its `.mp4` are both
+    errors naming the file, raised before any frame is cut.
+    """
+    videos_dir, annotations_dir = Path(videos_dir), Path(annotations_dir)
+    annotated = Counter(dive.video for dive in read_finediving(annotations_dir).dives.values())
+    present = {p.stem for p in videos_dir.glob("*.mp4")}
+    stray = sorted(present - set(annotated))
+    if stray:
+        raise FrameExtractionError("; ".join(_unannotated(videos_dir / f"{v}.mp4", annotations_dir)
+                                             for v in stray))
+    missing = sorted(set(annotated) - present)
+    if missing:
+        raise FrameExtractionError("; ".join(
+            f"{videos_dir / f'{v}.mp4'}: video not found, but {annotations_dir} annotates "
+            f"{annotated[v]} dive(s) of it" for v in missing))
+    return sorted(annotated)
+
+
 def extract_frames(video_paths: list[Path], *, annotations_dir: Path, frames_root: Path,
                    cfg: dict[str, Any]) -> None:
     """Cut every annotated dive of each video into `frames_root/<video>/<idx>/<frame:05d>.jpg`.
 
     `cfg` is params' extract_frames section (height, jpeg_quality, workers). Videos are named
-    by their file stem. Every video is attempted; failures are collected and raised together.
+    by their file stem; a video with no annotated dive is refused before anything is written.
+    Every other video is attempted; failures are collected and raised together.
     """
     frames_root = Path(frames_root)
     annotations = read_finediving(annotations_dir)
     by_video: dict[str, list[Dive]] = {}
     for dive in annotations.dives.values():
         by_video.setdefault(dive.video, []).append(dive)
+    video_paths = [Path(p) for p in video_paths]
+    unannotated = [_unannotated(p, annotations_dir) for p in video_paths if p.stem not in by_video]
+    if unannotated:
+        raise FrameExtractionError("; ".join(unannotated))
 
     errors: list[str] = []
-    for path in tqdm([Path(p) for p in video_paths], desc="videos", unit="video",
-                     disable=len(video_paths) < 2):
-        dives = by_video.get(path.stem, [])
-        if not dives:
-            log.warning("%s: no annotated dives for video %r in %s; nothing extracted",
-                        path, path.stem, annotations_dir)
-            continue
+    for path in tqdm(video_paths, desc="videos", unit="video", disable=len(video_paths) < 2):
         try:
-            stats = extract_video(path, dives, frames_root / path.stem, height=int(cfg["height"]),
-                                  jpeg_quality=int(cfg["jpeg_quality"]), workers=int(cfg["workers"]))
+            stats = extract_video(path, by_video[path.stem], frames_root / path.stem,
+                                  height=int(cfg["height"]), jpeg_quality=int(cfg["jpeg_quality"]),
+                                  workers=int(cfg["workers"]))
         except FrameExtractionError as exc:
             log.error("%s", exc)
             errors.append(str(exc))
             continue
         log.info("%s: %d dives written (%d frames), %d already complete", path,
                  stats.dives_written, stats.frames_written, stats.dives_skipped)
+    if len(errors) == 1:
+        raise FrameExtractionError(errors[0])
     if errors:
-        raise FrameExtractionError(f"{len(errors)} of {len(video_paths)} video(s) failed:\n"
-                                   + "\n".join(errors))
+        raise FrameExtractionError(f"{len(errors)} of {len(video_paths)} videos failed: " + "; ".join(errors))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 
 import pytest
 from PIL import Image
 
 from aqa.data.finediving import read_finediving
-from aqa.data.frames import FrameExtractionError, extract_frames, extract_video
+from aqa.data.frames import FrameExtractionError, extract_frames, extract_video, videos_to_extract
 from video_helpers import read_code, write_annotations, write_coded_video
 
 CFG = {"frames_root": None, "height": 32, "jpeg_quality": 90, "workers": 2}
@@ -118,21 +118,52 @@ def test_truncated_video_fails_cleanly(video, dives, tmp_path):
     assert listing(out) in ([], ["vidA"])
 
 
-def test_extract_frames_collects_errors_and_warns(video, tmp_path, caplog):
+def test_extract_frames_collects_errors_on_one_line(video, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     good = raw / "vidA.mp4"
     good.write_bytes(video.read_bytes())
     bad = raw / "vidB.mp4"
     bad.write_bytes(video.read_bytes()[:3000])
-    lonely = raw / "vidC.mp4"
-    lonely.write_bytes(video.read_bytes())
     ann = write_annotations(tmp_path / "ann", {"vidA": [(0, 5, 9)], "vidB": [(4, 1, 3)]})
     out = tmp_path / "frames"
-    with caplog.at_level(logging.WARNING), \
-            pytest.raises(FrameExtractionError, match=r"1 of 3 video\(s\) failed:\n.*vidB\.mp4.*vidB/4"):
-        extract_frames([good, bad, lonely], annotations_dir=ann, frames_root=out, cfg=CFG)
-    assert "vidC.mp4: no annotated dives" in caplog.text
+    with pytest.raises(FrameExtractionError) as err:
+        extract_frames([good, bad], annotations_dir=ann, frames_root=out, cfg=CFG)
+    assert "\n" not in str(err.value)
+    assert re.match(r".*vidB\.mp4: cannot open video.*vidB/4", str(err.value))
     assert sorted(os.listdir(out / "vidA" / "0")) == [f"{n:05d}.jpg" for n in range(5, 10)]
     assert not (out / "vidB").exists() or os.listdir(out / "vidB") == []
-    assert not (out / "vidC").exists()
+
+
+def test_a_video_without_annotated_dives_is_refused_before_any_work(video, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    good = raw / "vidA.mp4"
+    good.write_bytes(video.read_bytes())
+    notes = raw / "notes.mp4"
+    notes.write_bytes(b"my notes, not a video\n")
+    ann = write_annotations(tmp_path / "ann", {"vidA": [(0, 5, 9)]})
+    out = tmp_path / "frames"
+    with pytest.raises(FrameExtractionError, match=rf"^{re.escape(str(notes))}: no annotated dives") as err:
+        extract_frames([good, notes], annotations_dir=ann, frames_root=out, cfg=CFG)
+    assert "\n" not in str(err.value)
+    assert not out.exists()
+
+
+def test_videos_to_extract_matches_the_folder_to_the_annotations(video, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("vidA", "vidB"):
+        (raw / f"{name}.mp4").write_bytes(video.read_bytes())
+    ann = write_annotations(tmp_path / "ann", {"vidA": [(0, 5, 9)], "vidB": [(4, 1, 3), (5, 20, 30)]})
+    assert videos_to_extract(raw, ann) == ["vidA", "vidB"]
+
+    (raw / "notes.mp4").write_text("my notes")
+    with pytest.raises(FrameExtractionError, match=rf"^{re.escape(str(raw / 'notes.mp4'))}: no annotated dives"):
+        videos_to_extract(raw, ann)
+    (raw / "notes.mp4").unlink()
+
+    (raw / "vidB.mp4").unlink()
+    with pytest.raises(FrameExtractionError,
+                       match=rf"^{re.escape(str(raw / 'vidB.mp4'))}: video not found, but .* annotates 2 dive"):
+        videos_to_extract(raw, ann)
