@@ -168,7 +168,9 @@ def main() -> None:
     cfg = yaml.safe_load(args.params.read_text())["extract_features"]
     model = InceptionI3d(num_classes=400).eval()
     if args.weights:
-        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+        from aqa.models.i3d_weights import load_verified_weights  # sha256 against fetch_i3d's manifest
+
+        model.load_state_dict(load_verified_weights(args.weights)[0])
     flops = flops_per_snippet(model, cfg)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:

@@ -87,9 +87,10 @@ def run_torch(weights: Path, workdir: Path) -> dict[str, np.ndarray]:
     import torch
 
     from aqa.models.i3d import InceptionI3d
+    from aqa.models.i3d_weights import load_verified_weights  # sha256 against fetch_i3d's manifest
 
     model = InceptionI3d().eval()
-    model.load_state_dict(torch.load(weights, weights_only=True), strict=True)
+    model.load_state_dict(load_verified_weights(weights)[0], strict=True)
     out = {}
     with torch.no_grad():
         for name in SIZES:
