@@ -360,14 +360,15 @@ def check_geometry(cfg: dict[str, Any]) -> None:
     try:
         T.snippet_starts(cfg["num_frames"], cfg["snippet_length"], cfg["snippet_stride"], cfg["num_snippets"])
     except ValueError as exc:
-        raise FeatureExtractionError(f"extract_features.num_snippets / snippet_length / snippet_stride: {exc}") from None
+        raise FeatureExtractionError(
+            f"extract_features.num_snippets / snippet_length / snippet_stride: {exc}") from None
     height, width = (int(v) for v in cfg["resize"])
     if int(cfg["crop"]) > min(height, width):
         raise FeatureExtractionError(f"extract_features.crop = {cfg['crop']} exceeds extract_features.resize "
                                      f"[{height}, {width}] (the crop is taken from the resized frame)")
 
 
-def read_dive_ranges(dives_parquet: Path):
+def read_dive_ranges(dives_parquet: Path) -> "pandas.DataFrame":  # noqa: F821 (pandas imported lazily)
     """The dives table, with the columns this stage needs."""
     from aqa.data.annotations import read_dives
 

@@ -207,8 +207,8 @@ def test_a_moved_cache_is_reused_whole_with_the_same_manifest_and_fingerprint(fi
     shutil.copytree(frames, moved / "frames")
     shutil.copytree(out, moved / "cache")
     shutil.copytree(weights.parent, moved / "i3d")
-    X.extract_features(frames_root=moved / "frames", dives_parquet=parquet, weights_path=moved / "i3d" / weights.name,
-                       out_dir=moved / "cache", cfg=cfg)
+    X.extract_features(frames_root=moved / "frames", dives_parquet=parquet,
+                       weights_path=moved / "i3d" / weights.name, out_dir=moved / "cache", cfg=cfg)
     assert model.calls == []  # every dive skipped
     assert cache_bytes(moved / "cache") == before
     assert FeatureCache(moved / "cache").fingerprint == fingerprint
