@@ -41,3 +41,39 @@ def test_train_then_evaluate_cli(tmp_path, tiny_params):
     _aqa("train", "--params", params, "--variant", "tsa-dn", "--features", cache, "--annotations", dives,
          "--out", models, "--tracking-uri", uri, cwd=tmp_path)
     assert not (tmp_path / "mlflow.db").with_name("mlruns").exists()
+
+
+def _train_and_evaluate(folder: Path, tiny_params) -> Path:
+    """`aqa train` + `aqa evaluate` of fr-dn in `folder`, with its own data and MLflow store."""
+    folder.mkdir()
+    dives, cache, _ = tiny_dataset(folder, 24)
+    params = write_params(folder / "params.yaml", small_train_params(tiny_params, epochs=2, seeds=[0, 1]))
+    uri = sqlite_store(folder)
+    _aqa("train", "--params", params, "--variant", "fr-dn", "--features", cache, "--annotations", dives,
+         "--out", folder / "models/fr-dn", "--tracking-uri", uri, cwd=folder)
+    _aqa("evaluate", "--params", params, "--variant", "fr-dn", "--models", folder / "models/fr-dn",
+         "--features", cache, "--annotations", dives, "--metrics", folder / "metrics/fr-dn.json",
+         "--predictions", folder / "pred/fr-dn", "--tracking-uri", uri, cwd=folder)
+    return folder
+
+
+def _hashed_files(folder: Path) -> dict[str, bytes]:
+    """Every file DVC hashes among the train and evaluate outputs (run.json is .dvcignore'd)."""
+    files = [*(folder / "models").rglob("*"), *(folder / "metrics").rglob("*"), *(folder / "pred").rglob("*")]
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(files)
+            if p.is_file() and p.name != "run.json"}
+
+
+def test_two_folders_give_byte_identical_models_and_metrics(tmp_path, tiny_params):
+    """Same inputs in two folders, two processes each, two MLflow stores: every hashed output is equal."""
+    a = _hashed_files(_train_and_evaluate(tmp_path / "a", tiny_params))
+    b = _hashed_files(_train_and_evaluate(tmp_path / "b", tiny_params))
+    assert {"models/fr-dn/seed0/checkpoint.pt", "models/fr-dn/seed1/best_val.pt",
+            "models/fr-dn/seed0/history.json", "metrics/fr-dn.json", "pred/fr-dn/seed1.parquet"} <= set(a)
+    assert sorted(a) == sorted(b)
+    differ = [name for name in a if a[name] != b[name]]
+    assert differ == []
+    # the machine- and run-dependent facts live in the side file (and MLflow)
+    run = json.loads((tmp_path / "a/models/fr-dn/seed0/run.json").read_text())
+    assert {"mlflow_run_id", "git_commit", "seconds"} <= set(run)
+    assert str(tmp_path) not in "".join(v.decode("latin-1") for v in a.values())

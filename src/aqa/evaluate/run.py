@@ -3,6 +3,10 @@
 honest: the best-validation checkpoint evaluated once on test (also for each M of Table 4).
 paper:  the best value of each metric over the epochs on test, each metric independently, as
         the reference code reports (read from the per-epoch history of the same run).
+
+A model is evaluated only if it was trained from the current inputs (annotations, features,
+code, params); the metrics file records the provenance of what it was made from, which
+make_report checks against the current params.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import torch
 from aqa.evaluate.floor import action_type_floor
 from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, votes_metrics
 from aqa.io import atomic_path, write_json_atomic
-from aqa.train.checkpoint import git_commit, load_checkpoint
+from aqa.provenance import EVALUATE_CODE, code_fingerprint, footage, metrics_provenance, sha256_file
+from aqa.train.checkpoint import CheckpointError, git_commit, load_checkpoint, read_run_info
 from aqa.train.data import DiveData, load_dive_data
 from aqa.train.loop import build, resolve_device
-from aqa.train.run import dataset_name, parse_variant, split_rows
+from aqa.train.resume import BEST as BEST_VAL, HISTORY, stale_reason, training_inputs
+from aqa.train.run import VariantSpec, dataset_name, parse_variant, seed_run, split_rows
 from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -109,17 +115,33 @@ class SeedResult:
     checkpoint: dict[str, Any]
 
 
-def evaluate_seed(data: DiveData, seed_dir: Path, *, mode: str, counts: list[int], eval_cfg: dict[str, Any],
+def retrain_advice(variant: str, seed_dir: Path) -> str:
+    return f"re-run its training: dvc repro train@{variant} (or delete {seed_dir} and run dvc repro)"
+
+
+def load_trained(spec: VariantSpec, params: dict[str, Any], data: DiveData, seed: int, seed_dir: Path,
+                 device: torch.device) -> dict[str, Any]:
+    """best_val.pt of one seed, refused (CheckpointError, one line) when it is damaged or was
+    trained from other inputs than the current annotations, features, code and params."""
+    path = seed_dir / BEST_VAL
+    try:
+        best = load_checkpoint(path, map_location=device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {retrain_advice(spec.name, seed_dir)}") from None
+    config = seed_run(spec, params, seed, len(data.action_names)).config()
+    reason = stale_reason(best, config, training_inputs(config, data.annotations_digest, data.fingerprint))
+    if reason:
+        raise CheckpointError(f"{path}: {reason}; {retrain_advice(spec.name, seed_dir)}")
+    return best
+
+
+def evaluate_seed(data: DiveData, best: dict[str, Any], *, mode: str, counts: list[int], eval_cfg: dict[str, Any],
                   device: torch.device) -> SeedResult:
-    """Honest metrics of best_val.pt for every M in `counts`, predictions at eval_cfg.num_exemplars.
+    """Honest metrics of the best-validation checkpoint `best` for every M in `counts`, predictions
+    at eval_cfg.num_exemplars.
 
     One vote with max(counts) exemplars serves every M: a dive's first M exemplars are its M-set.
     """
-    path = seed_dir / "best_val.pt"
-    best = load_checkpoint(path, map_location=device)
-    if best.get("fingerprint") != data.fingerprint:
-        raise ValueError(f"{path}: trained on feature cache {best.get('fingerprint')}, "
-                         f"the cache is now {data.fingerprint}; retrain")
     model = build(best["config"], device)
     model.load_state_dict(best["model"])
     pool, _, test = split_rows(data, best["config"]["train"])
@@ -140,13 +162,14 @@ def evaluate_seed(data: DiveData, seed_dir: Path, *, mode: str, counts: list[int
     return SeedResult(by_m=by_m, gt=gt, predictions=preds, checkpoint=best)
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
+def _read_history(path: Path, variant: str) -> list[dict[str, Any]]:
     try:
         history = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read the training history: {exc}") from exc
+        raise CheckpointError(f"{path}: cannot read the training history ({type(exc).__name__}); "
+                              f"{retrain_advice(variant, path.parent)}") from None
     if not isinstance(history, list) or not history:
-        raise ValueError(f"{path}: expected a non-empty list of epochs")
+        raise CheckpointError(f"{path}: expected a non-empty list of epochs; {retrain_advice(variant, path.parent)}")
     return history
 
 
@@ -165,12 +188,17 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     counts = sorted(set(params["make_report"]["exemplar_counts"]) | {m_main})
     device = resolve_device(params["train"]["device"])
     data = load_dive_data(dives_parquet, features_dir, device)
+    seed_dirs = {seed: models_dir / f"seed{seed}" for seed in params["train"]["seeds"]}
+    # every model checked before anything is written
+    trained = {seed: load_trained(spec, params, data, seed, d, device) for seed, d in seed_dirs.items()}
+    histories = {seed: _read_history(d / HISTORY, spec.name) for seed, d in seed_dirs.items()}
+    models = {f"seed{seed}/{name}": sha256_file(d / name)
+              for seed, d in seed_dirs.items() for name in (BEST_VAL, HISTORY)}
     tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
     per_seed, gt_seeds = [], []
-    for seed in params["train"]["seeds"]:
-        seed_dir = models_dir / f"seed{seed}"
-        res = evaluate_seed(data, seed_dir, mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)
-        history = _read_history(seed_dir / "history.json")
+    for seed, seed_dir in seed_dirs.items():
+        res = evaluate_seed(data, trained[seed], mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)
+        history = histories[seed]
         pred_path = predictions_dir / f"seed{seed}.parquet"
         with atomic_path(pred_path) as tmp:
             res.predictions.to_parquet(tmp, index=False)
@@ -181,12 +209,12 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         if res.gt is not None:
             gt_seeds.append({"seed": seed, "honest": res.gt, "paper": paper_metrics(history, "test_gt")})
         _track(tracker, spec.name, seed, entry, gt_seeds[-1] if res.gt is not None else None, pred_path,
-               res.checkpoint, eval_cfg, data.fingerprint)
+               read_run_info(seed_dir).get("mlflow_run_id"), eval_cfg, data)
         log.info("%s seed %d: honest rho %.4f, paper rho %.4f", variant, seed, entry["honest"]["rho"],
                  entry["paper"].get("rho", float("nan")))
     result = {
         "variant": spec.name, "method": spec.method, "exemplar_mode": spec.mode,
-        "footage": "stand-in" if params["extract_frames"]["frames_root"] is None else "real",
+        "footage": footage(params),
         "seeds": list(params["train"]["seeds"]), "num_exemplars": m_main,
         "honest": summarize([e["honest"] for e in per_seed]),
         "paper": summarize([e["paper"] for e in per_seed]),
@@ -199,18 +227,22 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     if gt_seeds:
         result["gt_transitions"] = {"honest": summarize([e["honest"] for e in gt_seeds]),
                                     "paper": summarize([e["paper"] for e in gt_seeds]), "per_seed": gt_seeds}
+    inputs = {"annotations": data.annotations_digest, "features": data.fingerprint,
+              "code": code_fingerprint(EVALUATE_CODE)}
+    result["provenance"] = metrics_provenance(params, spec.base, spec.mode, inputs=inputs, models=models)
     result = _clean(result)
     write_json_atomic(metrics_path, result)
     return result
 
 
 def _track(tracker: Tracker, variant: str, seed: int, entry: dict[str, Any], gt: dict[str, Any] | None,
-           pred_path: Path, best: dict[str, Any], eval_cfg: dict[str, Any], fingerprint: str) -> None:
-    """An evaluation run nested under the seed's training run."""
-    tags = {"git_commit": git_commit(), "dvc_stage": f"evaluate@{variant}", "feature_fingerprint": fingerprint,
-            "variant": variant, "seed": str(seed), "protocol": "honest+paper"}
+           pred_path: Path, train_run_id: str | None, eval_cfg: dict[str, Any], data: DiveData) -> None:
+    """An evaluation run nested under the seed's training run (its id from the side file run.json)."""
+    tags = {"git_commit": git_commit(), "dvc_stage": f"evaluate@{variant}", "feature_fingerprint": data.fingerprint,
+            "annotations_sha256": data.annotations_digest, "variant": variant, "seed": str(seed),
+            "protocol": "honest+paper"}
     run_id = tracker.start(f"{variant}-seed{seed}-eval", params={"evaluate": eval_cfg, "variant": variant},
-                           tags=tags, parent_run_id=best.get("mlflow_run_id"))
+                           tags=tags, parent_run_id=train_run_id)
     metrics = {f"honest_{k}": v for k, v in entry["honest"].items()}
     metrics.update({f"paper_{k}": v for k, v in entry["paper"].items()})
     for m, v in entry["by_num_exemplars"].items():

@@ -2,24 +2,41 @@
 
 A checkpoint holds only tensors and plain Python values, so it loads with
 `torch.load(weights_only=True)`: no arbitrary unpickling of a file that came from elsewhere.
+It holds nothing that depends on the machine, the folder or the time (the same training gives
+the same bytes): the MLflow run id, the git commit and the epochs' wall-clock seconds go to the
+side file `run.json` beside it, which .dvcignore keeps out of the DVC hash of the model folder.
 """
 
 from __future__ import annotations
 
-import hashlib
-
+import io
+import json
 import logging
 import random
 import subprocess
+import sys
+import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from aqa.io import atomic_path
+from aqa.errors import AqaError
+from aqa.io import write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+RUN_INFO = "run.json"
+
+
+class CheckpointError(AqaError):
+    """A checkpoint is missing, damaged, or was made from other inputs than the current ones."""
+
+
+class ModelFolderError(AqaError):
+    """A model folder cannot be written."""
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -64,35 +81,94 @@ def set_rng_states(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy's and python's global generators: their states are saved in checkpoints,
+    and an unseeded one (seeded from the OS) would make two identical trainings' files differ."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write `state` atomically (a killed write leaves the previous checkpoint intact)."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write `state` atomically (a killed write leaves the previous checkpoint intact).
+
+    Serialised in memory first: torch.save names the zip's records after the file it writes,
+    and the temporary file's name is random, so saving to it would give different bytes each time.
+    """
+    buffer = io.BytesIO()
+    torch.save(_canonical(state), buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _canonical(obj: Any) -> Any:
+    """Fresh containers and interned strings, tensors kept.
+
+    Pickle writes a back-reference for an object it has seen: whether two equal strings are one
+    object (a literal of the code) or two (read back from a checkpoint) changes the bytes. After
+    this, the same values give the same bytes whether the training ran through or resumed.
+    """
+    if isinstance(obj, OrderedDict):      # a state dict: keep its type and its version metadata
+        out = OrderedDict((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = _canonical(obj._metadata)
+        return out
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    if type(obj) is str:
+        return sys.intern(obj)
+    return obj
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint at `path`; CheckpointError (one line, no advice to unpickle unsafely) if it
+    is missing, damaged or not a checkpoint of this pipeline."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(f"{path}: not a readable checkpoint: {exc}") from exc
+        raise CheckpointError(f"{path}: damaged, truncated or not a checkpoint ({type(exc).__name__} "
+                              "while reading it)") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this pipeline (holds a {type(state).__name__})")
     for key in ("model", "config", "epoch"):
         if key not in state:
-            raise ValueError(f"{path}: checkpoint lacks {key!r}")
+            raise CheckpointError(f"{path}: not a checkpoint of this pipeline (no {key!r})")
     return state
 
 
-def code_fingerprint() -> str:
-    """sha256 of the source that decides a training's result (models, training, voting, metrics).
+def ensure_writable(folder: str | Path) -> None:
+    """Create `folder` if needed and prove it can take a new file; ModelFolderError otherwise.
 
-    Stored in each checkpoint's config, so a checkpoint from other code is not resumed or reused.
+    Called before a training discards anything: a folder that cannot take the new checkpoints
+    keeps the old ones.
     """
-    root = Path(__file__).resolve().parents[1]
-    files = sorted([*root.joinpath("models").glob("*.py"), *root.joinpath("train").glob("*.py"),
-                    root / "evaluate" / "voting.py", root / "metrics.py"])
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ModelFolderError(f"{folder}: expected a model folder, found a file; move it away")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check."):
+            pass
+    except OSError as exc:
+        raise ModelFolderError(f"{folder}: cannot write the model folder ({exc.strerror or exc}); "
+                               "check its permissions") from None
+
+
+def read_run_info(seed_dir: str | Path) -> dict[str, Any]:
+    """The side file run.json of a seed folder ({} when absent or unreadable: it is only a record)."""
+    path = Path(seed_dir) / RUN_INFO
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def write_run_info(seed_dir: str | Path, info: dict[str, Any]) -> None:
+    write_json_atomic(Path(seed_dir) / RUN_INFO, info)

@@ -15,7 +15,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from aqa.errors import AqaError
+
 log = logging.getLogger(__name__)
+
+
+class DiveDataError(AqaError):
+    """Annotations or features that cannot make a training set."""
 
 
 @dataclass
@@ -30,6 +36,7 @@ class DiveData:
     action: torch.Tensor         # (N,) long, index into action_names
     action_names: list[str]      # sorted action types of all splits
     fingerprint: str             # feature-cache fingerprint the tensors came from
+    annotations_digest: str = ""  # content digest of dives.parquet (aqa.provenance)
 
     @property
     def keys(self) -> list[str]:
@@ -81,7 +88,7 @@ def _transitions(dives: pd.DataFrame, path: Path) -> np.ndarray:
             continue
         t = np.asarray(t)
         if t.shape != (2,):
-            raise ValueError(f"{path}: dive {dives['key'].iloc[i]} has transitions_96 {t.tolist()}, "
+            raise DiveDataError(f"{path}: dive {dives['key'].iloc[i]} has transitions_96 {t.tolist()}, "
                              "expected two frame indices")
         out[i] = t
     return out
@@ -92,11 +99,12 @@ def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: 
     """Read dives.parquet and every dive's features from the cache into tensors on `device`."""
     from aqa.data.annotations import read_dives
     from aqa.features.cache import FeatureCache
+    from aqa.provenance import annotations_digest
 
     dives_parquet, features_dir = Path(dives_parquet), Path(features_dir)
     dives = read_dives(dives_parquet).sort_values("key").reset_index(drop=True)
     if dives.empty:
-        raise ValueError(f"{dives_parquet}: no dives")
+        raise DiveDataError(f"{dives_parquet}: no dives")
     cache = FeatureCache(features_dir)
     missing = [k for k, v, i in zip(dives["key"], dives["video"], dives["idx"]) if not cache.has(v, int(i))]
     if missing:
@@ -110,7 +118,7 @@ def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: 
         maps.append(torch.from_numpy(np.array(m, dtype=np.float16)))
     shapes = {tuple(p.shape) for p in pooled}, {tuple(m.shape) for m in maps}
     if len(shapes[0]) != 1 or len(shapes[1]) != 1:
-        raise ValueError(f"{features_dir}: dives have features of different shapes {shapes}")
+        raise DiveDataError(f"{features_dir}: dives have features of different shapes {shapes}")
     action_names = sorted(dives["action_type"].astype(str).unique())
     lookup = {a: i for i, a in enumerate(action_names)}
     data = DiveData(
@@ -122,6 +130,7 @@ def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: 
         action=torch.as_tensor([lookup[a] for a in dives["action_type"].astype(str)], device=device),
         action_names=action_names,
         fingerprint=str(cache.fingerprint),
+        annotations_digest=annotations_digest(dives_parquet),
     )
     log.info("loaded %d dives (%d views) from %s", len(dives), data.views, features_dir)
     return data
@@ -135,7 +144,7 @@ def split_validation(dives: pd.DataFrame, fraction: float, seed: int) -> tuple[n
     """
     train = np.flatnonzero(dives["split"].to_numpy() == "train")
     if train.size == 0:
-        raise ValueError("no dives in the train split")
+        raise DiveDataError("no dives in the train split")
     if fraction <= 0:
         return train, np.empty(0, dtype=np.int64)
     rng = np.random.default_rng(seed)

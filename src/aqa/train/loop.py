@@ -2,7 +2,8 @@
 
 Everything random in an epoch comes from generators seeded by (seed, epoch), and the model and
 optimiser state are restored from the checkpoint, so a killed run resumed from its last
-checkpoint ends with the same weights and metrics as an uninterrupted one (on CPU).
+checkpoint ends with the same weights and metrics as an uninterrupted one (on CPU). A checkpoint
+is resumed only when it was made from the current inputs (aqa.train.resume).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,9 +23,12 @@ from tqdm import tqdm
 
 from aqa.evaluate.voting import autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
-from aqa.train.checkpoint import code_fingerprint, git_commit, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from aqa.provenance import sha256_json, training_section
+from aqa.train.checkpoint import (ensure_writable, git_commit, read_run_info, rng_states, save_checkpoint,
+                                  seed_everything, set_rng_states, write_run_info)
 from aqa.train.data import DiveData, uses_maps
 from aqa.train.exemplars import epoch_rng, sample_train_exemplars
+from aqa.train.resume import BEST, CHECKPOINT, HISTORY, resumable_checkpoint, training_inputs
 from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -45,11 +48,11 @@ class SeedRun:
     tags: dict[str, str] = field(default_factory=dict)
 
     def config(self) -> dict[str, Any]:
-        """The resolved config stored in checkpoints (rebuilds the model and its data split)."""
-        train = {k: v for k, v in self.train_cfg.items() if k not in ("variants", "seeds")}
+        """The resolved config stored in checkpoints: exactly the params this training reads
+        (it rebuilds the model and its data split; its digest is the provenance's `params`)."""
         return {"variant": self.variant, "method": self.method, "model_kwargs": dict(self.model_kwargs),
-                "mode": self.mode, "seed": self.seed, "train": train, "evaluate": dict(self.eval_cfg),
-                "code": code_fingerprint()}
+                "mode": self.mode, "seed": self.seed, "train": training_section(self.train_cfg),
+                "evaluate": dict(self.eval_cfg)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,7 +89,7 @@ def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.o
 
 
 def set_determinism(seed: int) -> None:
-    torch.manual_seed(seed)
+    seed_everything(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
 
@@ -168,26 +171,26 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
                max_epochs: int | None = None) -> list[dict[str, Any]]:
     """Train (or resume, or skip when finished) one seed; return its per-epoch history.
 
-    Writes seed_dir/{checkpoint.pt, history.json, best_val.pt}. `max_epochs` stops after that
-    many epochs in this call (a stand-in for a killed job; the next call resumes).
+    Writes seed_dir/{checkpoint.pt, history.json, best_val.pt} (DVC-hashed, the same bytes for
+    the same inputs) and the side file run.json (MLflow run id, git commit, seconds per epoch).
+    `max_epochs` stops after that many epochs in this call (a stand-in for a killed job; the
+    next call resumes).
     """
     seed_dir = Path(seed_dir)
-    ckpt_path = seed_dir / "checkpoint.pt"
+    ensure_writable(seed_dir)
     config = _nan_to_none(run.config())
+    inputs = training_inputs(config, data.annotations_digest, data.fingerprint)
     device = data.device
     set_determinism(run.seed)
     model = build(config, device)
     optimizer = make_optimizer(model, run.train_cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=run.train_cfg["amp"] and device.type == "cuda")
     history: list[dict[str, Any]] = []
-    run_id = None
     start = 0
-    if ckpt_path.exists() and _is_stale(load_checkpoint(ckpt_path, map_location=device), config,
-                                         data.fingerprint, ckpt_path):
-        shutil.rmtree(seed_dir)  # the DAG asked for a rerun with new inputs: start afresh
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        history, run_id, start = state["history"], state.get("mlflow_run_id"), state["epoch"]
+    info = {"made_from": sha256_json(inputs), "mlflow_run_id": None, "seconds": []}
+    state = resumable_checkpoint(seed_dir, config, inputs, device, f"{run.variant} seed {run.seed}")
+    if state is not None:
+        history, start = state["history"], state["epoch"]
         if state.get("finished"):
             log.info("%s seed %d: finished (%d epochs), skipped", run.variant, run.seed, start)
             return history
@@ -196,17 +199,23 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         scaler.load_state_dict(state["scaler"])
         set_rng_states(state["rng"])
         log.info("%s seed %d: resuming after epoch %d", run.variant, run.seed, start)
-    commit = git_commit()
+        previous = read_run_info(seed_dir)
+        if previous.get("made_from") == info["made_from"]:   # the side file of this very training
+            info = {**info, **previous}
+    info["git_commit"] = commit = git_commit()
     tags = {"git_commit": commit, "dvc_stage": f"train@{run.variant}", "feature_fingerprint": data.fingerprint,
-            "variant": run.variant, "seed": str(run.seed), "method": run.method, "exemplar_mode": run.mode,
-            **run.tags}
+            "annotations_sha256": data.annotations_digest, "variant": run.variant, "seed": str(run.seed),
+            "method": run.method, "exemplar_mode": run.mode, **run.tags}
     if tracker is not None:
-        new = run_id is None
-        run_id = tracker.start(f"{run.variant}-seed{run.seed}", params=_tracked_params(config), tags=tags,
-                               run_id=run_id)
-        if new:
+        previous_id = info["mlflow_run_id"]
+        info["mlflow_run_id"] = tracker.start(f"{run.variant}-seed{run.seed}", params=_tracked_params(config),
+                                              tags=tags, run_id=previous_id)
+        if info["mlflow_run_id"] != previous_id:
             write_json_atomic(seed_dir / "config.json", config)
-            tracker.log_artifact(run_id, seed_dir / "config.json")
+            tracker.log_artifact(info["mlflow_run_id"], seed_dir / "config.json")
+    write_run_info(seed_dir, info)       # before the first epoch: a killed job's resume finds its run
+    run_id = info["mlflow_run_id"]
+    provenance = dict(sorted(inputs.items()))
     epochs = run.train_cfg["epochs"]
     best = max((h["val"].get("rho") for h in history if h["val"].get("rho") is not None), default=None)
     stop = epochs if max_epochs is None else min(epochs, start + max_epochs)
@@ -215,44 +224,31 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         losses = train_epoch(model, optimizer, scaler, data, pool_rows, run, epoch)
         t1 = time.perf_counter()
         metrics = evaluate_epoch(model, data, pool_rows, val_rows, test_rows, run)
-        record = _nan_to_none({"epoch": epoch, "train": losses, **metrics,
-                               "seconds": {"train": t1 - t0, "eval": time.perf_counter() - t1}})
+        seconds = {"epoch": epoch, "train": t1 - t0, "eval": time.perf_counter() - t1}
+        record = _nan_to_none({"epoch": epoch, "train": losses, **metrics})
         history.append(record)
         rho = record["val"].get("rho") if val_rows.size else None
         if not val_rows.size or _better(rho, best):
             best = rho
-            save_checkpoint(seed_dir / "best_val.pt", {
+            save_checkpoint(seed_dir / BEST, {
                 "model": model.state_dict(), "config": config, "epoch": epoch + 1, "val": record["val"],
-                "fingerprint": data.fingerprint, "git_commit": commit, "mlflow_run_id": run_id})
-        write_json_atomic(seed_dir / "history.json", history)
+                "provenance": provenance})
+        write_json_atomic(seed_dir / HISTORY, history)
         finished = epoch + 1 == epochs
         # `epoch` counts completed epochs: the loop restarts at this index.
-        save_checkpoint(ckpt_path, {
+        save_checkpoint(seed_dir / CHECKPOINT, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "rng": rng_states(), "epoch": epoch + 1, "history": history, "config": config,
-            "git_commit": commit, "fingerprint": data.fingerprint, "mlflow_run_id": run_id,
-            "finished": finished})
+            "provenance": provenance, "finished": finished})
+        info["seconds"] = [s for s in info["seconds"] if s["epoch"] < epoch] + [seconds]
+        write_run_info(seed_dir, info)
         if tracker is not None:
-            tracker.log_metrics(run_id, _epoch_metrics(record), step=epoch)
+            tracker.log_metrics(run_id, _epoch_metrics(record, seconds), step=epoch)
         log.info("%s seed %d epoch %d: loss %.4g, val rho %s, test rho %s", run.variant, run.seed, epoch,
                  losses.get("loss", float("nan")), record["val"].get("rho"), record["test"].get("rho"))
         if finished and tracker is not None:
             _finish_run(tracker, run_id, history, seed_dir)
     return history
-
-
-def _is_stale(state: dict[str, Any], config: dict[str, Any], fingerprint: str, path: Path) -> bool:
-    """A checkpoint made with other settings, code or features cannot be resumed (it is discarded)."""
-    if state["config"] != config:
-        changed = sorted(k for k in set(config) | set(state["config"])
-                         if config.get(k) != state["config"].get(k))
-        log.warning("%s: written with another config (%s differ): training afresh", path, ", ".join(changed))
-        return True
-    if state.get("fingerprint") != fingerprint:
-        log.warning("%s: trained on feature cache %s, the cache is now %s: training afresh",
-                    path, state.get("fingerprint"), fingerprint)
-        return True
-    return False
 
 
 def _tracked_params(config: dict[str, Any]) -> dict[str, Any]:
@@ -261,11 +257,11 @@ def _tracked_params(config: dict[str, Any]) -> dict[str, Any]:
             "evaluate": config["evaluate"]}
 
 
-def _epoch_metrics(record: dict[str, Any]) -> dict[str, float]:
+def _epoch_metrics(record: dict[str, Any], seconds: dict[str, float]) -> dict[str, float]:
     out = {f"train_{k}": v for k, v in record["train"].items()}
     for split in ("val", "test", "test_gt"):
         out.update({f"{split}_{k}": v for k, v in record.get(split, {}).items()})
-    out.update({f"seconds_{k}": v for k, v in record["seconds"].items()})
+    out.update({f"seconds_{k}": v for k, v in seconds.items() if k != "epoch"})
     return out
 
 
@@ -277,7 +273,7 @@ def _finish_run(tracker: Tracker, run_id: str, history: list[dict[str, Any]], se
     final.update({f"final_test_{k}": v for k, v in pick["test"].items()})
     final["best_epoch"] = pick["epoch"]
     tracker.log_metrics(run_id, final, step=len(history))
-    tracker.log_artifact(run_id, seed_dir / "history.json")
-    tracker.set_tags(run_id, {"checkpoint": str((seed_dir / "checkpoint.pt").resolve()),
-                              "best_val_checkpoint": str((seed_dir / "best_val.pt").resolve())})
+    tracker.log_artifact(run_id, seed_dir / HISTORY)
+    tracker.set_tags(run_id, {"checkpoint": str((seed_dir / CHECKPOINT).resolve()),
+                              "best_val_checkpoint": str((seed_dir / BEST).resolve())})
     tracker.finish(run_id)

@@ -9,11 +9,17 @@ from typing import Any
 
 import numpy as np
 
+from aqa.errors import AqaError
+from aqa.train.checkpoint import ensure_writable
 from aqa.train.data import DiveData, load_dive_data, split_validation
 from aqa.train.loop import SeedRun, resolve_device, train_seed
 from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
+
+
+class VariantError(AqaError):
+    """A variant name that params do not define."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,10 @@ def parse_variant(variant: str, params: dict[str, Any]) -> VariantSpec:
     modes = params["train"]["exemplar_modes"]
     base, sep, mode = variant.rpartition("-")
     if not sep or mode not in modes:
-        raise ValueError(f"variant {variant!r}: expected <variant>-<mode> with mode in {modes} "
+        raise VariantError(f"variant {variant!r}: expected <variant>-<mode> with mode in {modes} "
                          "(params train.exemplar_modes)")
     if base not in variants:
-        raise ValueError(f"variant {variant!r}: {base!r} is not in params train.variants ({sorted(variants)})")
+        raise VariantError(f"variant {variant!r}: {base!r} is not in params train.variants ({sorted(variants)})")
     cfg = dict(variants[base])
     method = cfg.pop("method")
     return VariantSpec(name=variant, base=base, mode=mode, method=method, model_cfg=cfg)
@@ -47,6 +53,12 @@ def model_kwargs(spec: VariantSpec, num_actions: int) -> dict[str, Any]:
     return kwargs
 
 
+def seed_run(spec: VariantSpec, params: dict[str, Any], seed: int, num_actions: int) -> SeedRun:
+    """One seed's training as params define it (evaluate rebuilds it to check a model's config)."""
+    return SeedRun(variant=spec.name, method=spec.method, model_kwargs=model_kwargs(spec, num_actions),
+                   mode=spec.mode, seed=seed, train_cfg=params["train"], eval_cfg=params["evaluate"])
+
+
 def dataset_name(dives_parquet: str | Path) -> str:
     """The MLflow experiment: the dataset folder of .../<dataset>/dives.parquet."""
     return Path(dives_parquet).resolve().parent.name
@@ -57,7 +69,7 @@ def split_rows(data: DiveData, train_cfg: dict[str, Any]) -> tuple[np.ndarray, n
     pool, val = split_validation(data.dives, train_cfg["validation_fraction"], train_cfg["validation_seed"])
     test = data.indices("test")
     if test.size == 0:
-        raise ValueError("no dives in the test split")
+        raise AqaError("no dives in the test split of the annotations")
     return pool, val, test
 
 
@@ -70,6 +82,8 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     """
     spec = parse_variant(variant, params)
     train_cfg = params["train"]
+    for seed in train_cfg["seeds"]:       # every output folder before anything is read or replaced
+        ensure_writable(Path(out_dir) / f"seed{seed}")
     device = resolve_device(train_cfg["device"])
     data = load_dive_data(dives_parquet, features_dir, device)
     pool, val, test = split_rows(data, train_cfg)
@@ -78,8 +92,7 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
     out = {}
     for seed in train_cfg["seeds"]:
-        run = SeedRun(variant=variant, method=spec.method, model_kwargs=model_kwargs(spec, len(data.action_names)),
-                      mode=spec.mode, seed=seed, train_cfg=train_cfg, eval_cfg=params["evaluate"])
+        run = seed_run(spec, params, seed, len(data.action_names))
         out[seed] = train_seed(run, data, pool, val, test, Path(out_dir) / f"seed{seed}", tracker,
                                max_epochs=max_epochs)
     return out

@@ -82,3 +82,60 @@ def test_metrics_file_structure(tmp_path, tiny_params):
     assert len(evals) == 2 and len(trains) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in evals} == trains
     assert "honest_rho" in evals[0].data.metrics
+
+
+@pytest.fixture()
+def trained(tmp_path, tiny_params):
+    """fr-dn trained (1 seed, 2 epochs) on tiny data: (dives, cache, params, models dir, tracking URI)."""
+    dives, cache, _ = tiny_dataset(tmp_path, 24)
+    params = small_train_params(tiny_params, epochs=2)
+    uri = sqlite_store(tmp_path)
+    train_variant("fr-dn", features_dir=cache, dives_parquet=dives, out_dir=tmp_path / "m", params=params,
+                  tracking_uri=uri)
+    return dives, cache, params, tmp_path / "m", uri
+
+
+def _evaluate(trained, tmp_path, **over):
+    dives, cache, params, models, uri = trained
+    kw = dict(models_dir=models, features_dir=cache, dives_parquet=dives, metrics_path=tmp_path / "metrics.json",
+              predictions_dir=tmp_path / "pred", params=params, tracking_uri=uri)
+    return evaluate_variant("fr-dn", **{**kw, **over})
+
+
+def test_damaged_best_val_is_one_line_naming_the_file_and_the_fix(trained, tmp_path):
+    from aqa.errors import AqaError
+
+    best = trained[3] / "seed0" / "best_val.pt"
+    best.write_bytes(best.read_bytes()[:500])
+    with pytest.raises(AqaError) as err:
+        _evaluate(trained, tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and str(best) in message
+    assert "dvc repro train@fr-dn" in message and "weights_only" not in message
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_model_trained_on_other_annotations_is_refused(trained, tmp_path):
+    from aqa.errors import AqaError
+    from train_helpers import make_dives, write_dives
+
+    rows = make_dives(24)
+    rows[0]["dive_score"] += 7.5
+    write_dives(trained[0], rows)
+    with pytest.raises(AqaError, match="annotations") as err:
+        _evaluate(trained, tmp_path)
+    assert "best_val.pt" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_metrics_record_their_provenance(trained, tmp_path):
+    from aqa.provenance import annotations_digest
+
+    out = _evaluate(trained, tmp_path)
+    prov = out["provenance"]
+    assert prov["inputs"]["annotations"] == annotations_digest(trained[0])
+    assert len(prov["inputs"]["features"]) == len(prov["inputs"]["code"]) == len(prov["params_sha256"]) == 64
+    params_read = dict(prov["params"])
+    assert params_read["train.seeds"] == [0] and params_read["variant.method"] == "fr"
+    assert params_read["exemplar_mode"] == "dn" and "make_report.exemplar_counts" in params_read
+    assert dict(prov["models"]).keys() == {"seed0/best_val.pt", "seed0/history.json"}
+    assert str(tmp_path) not in json.dumps(out)
