@@ -62,3 +62,24 @@ def test_cli_on_real_files(repo_params, finediving_annotations_dir, mtl_aqa_info
         report = json.loads((out / dataset / "validation.json").read_text())
         assert report["num_dives"] == n and report["splits"]["train"] == train
         assert len(pd.read_parquet(out / dataset / "dives.parquet")) == n
+
+
+def test_cli_refuses_an_impossible_dive_on_one_line(repo_params, tmp_path):
+    bad = _dive("vidA", 1, "test", [(2, 20), (12, 50), (36, 50)], 400)
+    bad.end_frame = bad.start_frame - 1  # ends before it starts
+    dives = [_dive("vidA", 0, "train", [(1, 30), (20, 30), (36, 40)], 100), bad]
+    ann = fd.FineDivingAnnotations({d.key: d for d in dives}, {1: "Forward", 2: "Back", 12: "1 Som.Pike",
+                                   20: "1 Som.Tuck", 36: "Entry"}, [("vidA", 0)], [("vidA", 1)])
+    fd.write_finediving(ann, tmp_path / "Annotations")
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(repo_params))
+    res = subprocess.run([str(AQA), "convert-annotations", "--params", str(params_path), "--finediving",
+                          str(tmp_path / "Annotations"), "--out", str(tmp_path / "processed")],
+                         capture_output=True, text=True)
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert errors == [f"aqa convert-annotations: error: {tmp_path / 'Annotations' / fd.COARSE}: dive vidA/1: "
+                      "ends before it starts: start_frame 400, end_frame 399 (frame_range_invalid), "
+                      "120 labels for 0 frames (400..399) (frame_labels_length); fix the annotations, "
+                      "or set convert_annotations.invalid_dives: drop to leave them out"], res.stderr
+    assert not (tmp_path / "processed").exists()

@@ -3,7 +3,10 @@
 Writes, per dataset, `<out>/<dataset>/dives.parquet` (schema `aqa.data.schema.DIVES_SCHEMA`),
 `lexicon.parquet` and `validation.json`. Rows are in split order: the train keys in release
 order, then the test keys in release order (the order the reference evaluation reports in).
-Anomalies are reported and never repaired: a row keeps the released values.
+Anomalies are reported and never repaired: a row keeps the released values. A dive with an
+impossible anomaly (`validation.IMPOSSIBLE`: ends before it starts, negative score, ...) stops
+the stage with an error naming the file and the dive, or, with params'
+`convert_annotations.invalid_dives: drop`, is left out and listed in validation.json.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -26,9 +29,17 @@ from aqa.data.pickles import load_pickle
 from aqa.data.schema import (
     DIVES_SCHEMA, LEXICON_SCHEMA, SchemaError, check_schema, table_from_rows, write_parquet_atomic,
 )
+from aqa.errors import AqaError
 from aqa.io import write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+INVALID_DIVES = ("error", "drop")
+
+
+class InvalidAnnotationError(AqaError):
+    """A dive no real competition can have (the message names the file, the dive and the problem)."""
 
 
 def key_str(video: str, idx: int) -> str:
@@ -79,8 +90,12 @@ def _cross_file_anomalies(folder: Path, ann: fd.FineDivingAnnotations) -> list[v
     return found
 
 
-def finediving_tables(folder: Path, num_frames: int = 96) -> tuple[list[dict], list[dict], dict]:
-    """Rows of dives.parquet and lexicon.parquet, and the validation report, for one folder."""
+def finediving_tables(folder: Path, num_frames: int = 96, invalid_dives: str = "error",
+                      ) -> tuple[list[dict], list[dict], dict]:
+    """Rows of dives.parquet and lexicon.parquet, and the validation report, for one folder.
+
+    `invalid_dives`: "error" refuses a dive with an impossible anomaly, "drop" leaves it out.
+    """
     ann = fd.read_finediving(folder)
     train = [key_str(*k) for k in ann.train_keys]
     test = [key_str(*k) for k in ann.test_keys]
@@ -106,6 +121,11 @@ def finediving_tables(folder: Path, num_frames: int = 96) -> tuple[list[dict], l
             "steps_transit_frames": d.steps_transit_frames.tolist(),
             "transitions_96": list(transitions) if transitions is not None else None,
         })
+
+    def file_of(kind: str) -> Path:
+        return folder / (fd.FINE if kind == "frame_labels_length" else fd.COARSE)
+
+    rows, dropped = screen_impossible(rows, anomalies, invalid_dives, file_of)
     anomalies += v.check_overlaps({r["key"]: (r["video"], r["start_frame"], r["end_frame"]) for r in rows})
 
     dives_using: Counter = Counter()
@@ -116,17 +136,22 @@ def finediving_tables(folder: Path, num_frames: int = 96) -> tuple[list[dict], l
         dives_using.update(counts.keys())
     lexicon = [{"id": i, "name": ann.sub_action_types[i], "used_dives": dives_using[i],
                 "used_frames": frames_using[i]} for i in sorted(ann.sub_action_types)]
-    report = v.summarize("finediving", anomalies, rule_fits, _extra(rows, num_frames, folder, fd.RELEASE_FILES))
+    rule_fits = {k: fits for k, fits in rule_fits.items() if k not in {d["key"] for d in dropped}}
+    report = v.summarize("finediving", anomalies, rule_fits,
+                         _extra(rows, num_frames, folder, fd.RELEASE_FILES, invalid_dives, dropped))
     report["num_sub_actions_used"] = sum(1 for x in lexicon if x["used_dives"])
     report["num_sub_actions_lexicon"] = len(lexicon)
     return rows, lexicon, report
 
 
-def _extra(rows: list[dict], num_frames: int, folder: Path, files: tuple[str, ...]) -> dict[str, Any]:
+def _extra(rows: list[dict], num_frames: int, folder: Path, files: tuple[str, ...], invalid_dives: str,
+           dropped: list[dict]) -> dict[str, Any]:
     splits = Counter(r["split"] for r in rows)
     judges = Counter(r["num_judges"] for r in rows)
     return {
         "num_dives": len(rows),
+        "invalid_dives": invalid_dives,
+        "dropped_dives": dropped,
         "splits": {s: splits[s] for s in ("train", "test")},
         "num_action_types": len({r["action_type"] for r in rows}),
         "dives_per_judge_count": {str(n): c for n, c in sorted(judges.items())},
@@ -136,10 +161,45 @@ def _extra(rows: list[dict], num_frames: int, folder: Path, files: tuple[str, ..
     }
 
 
+def screen_impossible(rows: list[dict], anomalies: list[v.Anomaly], policy: str,
+                      file_of: Callable[[str], Path]) -> tuple[list[dict], list[dict]]:
+    """Refuse (policy "error") or leave out (policy "drop") the rows of dives with impossible anomalies.
+
+    Returns the rows kept and, for "drop", the dropped dives as `{key, kinds, details}`.
+    `file_of(kind)` is the annotation file an anomaly of that kind comes from.
+    """
+    if policy not in INVALID_DIVES:
+        raise InvalidAnnotationError(f"convert_annotations.invalid_dives: {policy!r} is not one of "
+                                     f"{', '.join(INVALID_DIVES)}")
+    bad = v.impossible_dives(anomalies)
+    if not bad:
+        return rows, []
+    if policy == "error":
+        raise InvalidAnnotationError(_refusal(bad, file_of))
+    dropped = [{"key": k, "kinds": [a.kind for a in found], "details": [a.detail for a in found]}
+               for k, found in bad.items()]
+    log.warning("left out %d impossible dive(s) (convert_annotations.invalid_dives: drop): %s", len(dropped),
+                "; ".join(f"{d['key']} ({', '.join(d['kinds'])})" for d in dropped))
+    return [r for r in rows if r["key"] not in bad], dropped
+
+
+def _refusal(bad: dict[str, list[v.Anomaly]], file_of: Callable[[str], Path]) -> str:
+    """One line: the first impossible dive in full, how many others and which."""
+    key, found = next(iter(bad.items()))
+    first = ", ".join(f"{a.detail} ({a.kind})" for a in found)
+    message = f"{file_of(found[0].kind)}: dive {key}: {first}"
+    others = list(bad)[1:]
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        message += f"; {len(others)} more impossible dive(s): {shown}"
+    return message + "; fix the annotations, or set convert_annotations.invalid_dives: drop to leave them out"
+
+
 # ---------------------------------------------------------------- MTL-AQA
 
 
-def mtl_aqa_tables(info_dir: Path, split: int, num_frames: int = 96) -> tuple[list[dict], dict]:
+def mtl_aqa_tables(info_dir: Path, split: int, num_frames: int = 96, invalid_dives: str = "error",
+                   ) -> tuple[list[dict], dict]:
     """Rows of MTL-AQA's dives.parquet (no step annotation) and its validation report."""
     ann = read_mtl_aqa(info_dir, split)
     by_str = {key_str(video_name(k[0]), k[1]): d for k, d in ann.dives.items()}
@@ -163,9 +223,12 @@ def mtl_aqa_tables(info_dir: Path, split: int, num_frames: int = 96) -> tuple[li
             "num_frames": d.end_frame - d.start_frame + 1,
             "frame_labels": None, "steps_transit_frames": None, "transitions_96": None,
         })
+    rows, dropped = screen_impossible(rows, anomalies, invalid_dives, lambda kind: info_dir / MTL_ANNOTATIONS)
+    rule_fits = {k: fits for k, fits in rule_fits.items() if k not in {d["key"] for d in dropped}}
     anomalies += v.check_overlaps({r["key"]: (r["video"], r["start_frame"], r["end_frame"]) for r in rows})
     files = (MTL_ANNOTATIONS, *split_files(split))
-    report = v.summarize("mtl_aqa", anomalies, rule_fits, _extra(rows, num_frames, info_dir, files))
+    report = v.summarize("mtl_aqa", anomalies, rule_fits,
+                         _extra(rows, num_frames, info_dir, files, invalid_dives, dropped))
     report["split_index"] = split
     return rows, report
 
@@ -188,16 +251,21 @@ def convert_annotations(*, finediving_dir: Path, out_dir: Path, cfg: dict) -> No
     """Convert FineDiving (always) and MTL-AQA (when cfg['mtl_aqa_info'] is set) to Parquet.
 
     cfg: params.yaml's `convert_annotations` section: mtl_aqa_info (path or None),
-    mtl_aqa_split (int), num_frames (protocol scale of transitions_96, 96 in the papers).
+    mtl_aqa_split (int), num_frames (protocol scale of transitions_96, 96 in the papers),
+    invalid_dives ("error" or "drop": what to do with a dive that has an impossible anomaly).
+    Both datasets are checked before anything is written.
     """
     finediving_dir, out_dir = Path(finediving_dir), Path(out_dir)
     num_frames = int(cfg["num_frames"])
-    rows, lexicon, report = finediving_tables(finediving_dir, num_frames)
-    _write_dataset(out_dir / "finediving", rows, lexicon, report)
+    invalid_dives = cfg.get("invalid_dives", "error")
+    datasets = [("finediving", *finediving_tables(finediving_dir, num_frames, invalid_dives))]
     if cfg.get("mtl_aqa_info"):
-        rows, report = mtl_aqa_tables(Path(cfg["mtl_aqa_info"]), int(cfg["mtl_aqa_split"]), num_frames)
+        rows, report = mtl_aqa_tables(Path(cfg["mtl_aqa_info"]), int(cfg["mtl_aqa_split"]), num_frames,
+                                      invalid_dives)
         # MTL-AQA has no sub-action annotation: an empty lexicon keeps the layout uniform.
-        _write_dataset(out_dir / "mtl_aqa", rows, [], report)
+        datasets.append(("mtl_aqa", rows, [], report))
+    for name, rows, lexicon, report in datasets:
+        _write_dataset(out_dir / name, rows, lexicon, report)
 
 
 def read_dives(path: str | Path) -> pd.DataFrame:

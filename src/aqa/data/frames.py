@@ -271,7 +271,12 @@ def extract_frames(video_paths: list[Path], *, annotations_dir: Path, frames_roo
     annotations = read_finediving(annotations_dir)
     by_video: dict[str, list[Dive]] = {}
     for dive in annotations.dives.values():
-        by_video.setdefault(dive.video, []).append(dive)
+        by_video.setdefault(dive.video, [])
+        if dive.start_frame < 0 or dive.end_frame < dive.start_frame:
+            # No frames can exist for it; convert_annotations refuses the dive (or drops it).
+            log.warning("%s: %s has no valid frame range; no frames cut for it", annotations_dir, _dive_label(dive))
+            continue
+        by_video[dive.video].append(dive)
     video_paths = [Path(p) for p in video_paths]
     unannotated = [_unannotated(p, annotations_dir) for p in video_paths if p.stem not in by_video]
     if unannotated:
@@ -287,6 +292,7 @@ def extract_frames(video_paths: list[Path], *, annotations_dir: Path, frames_roo
             log.error("%s", exc)
             errors.append(str(exc))
             continue
+        (frames_root / path.stem).mkdir(parents=True, exist_ok=True)  # even when every dive was skipped
         log.info("%s: %d dives written (%d frames), %d already complete", path,
                  stats.dives_written, stats.frames_written, stats.dives_skipped)
     if len(errors) == 1:

@@ -32,6 +32,12 @@ SCORE_RULES: dict[str, Callable[[float, np.ndarray], float]] = {
 }
 EXPECTED_RULE = {7: "dd_x_middle3", 3: "dd_x_sum", 5: "dd_x_sum_x0.6"}
 
+# Anomalies no dive can really have: convert_annotations refuses a dive with one of them (or
+# drops it when params' `convert_annotations.invalid_dives` is `drop`). Every other kind is
+# reported only: the real FineDiving files have them (docs/ANNOTATIONS.md).
+IMPOSSIBLE = ("frame_range_invalid", "frame_labels_length", "negative_score", "difficulty_not_positive",
+              "unexpected_judge_count")
+
 
 @dataclass(frozen=True)
 class Anomaly:
@@ -63,9 +69,9 @@ def check_scores(key: str, difficulty: float, judges: Sequence[float], dive_scor
     off_step = [float(v) for v in j if 0.0 <= v <= 10.0 and v * 2 != round(v * 2)]
     if off_step:
         found.append(Anomaly(key, "judge_not_half_point", f"judge value(s) {off_step} not a multiple of 0.5"))
-    if not difficulty > 0:
+    if not difficulty > 0:  # NaN included
         found.append(Anomaly(key, "difficulty_not_positive", f"difficulty {difficulty}"))
-    if dive_score < 0:
+    if not dive_score >= 0:
         found.append(Anomaly(key, "negative_score", f"dive_score {dive_score}"))
     fits = fitting_score_rules(difficulty, j, dive_score, tol)
     expected = EXPECTED_RULE.get(j.size)
@@ -131,8 +137,18 @@ def check_steps(key: str, frame_labels: np.ndarray, steps_transit_frames: np.nda
 
 def check_frame_range(key: str, start_frame: int, end_frame: int) -> list[Anomaly]:
     if start_frame < 0 or end_frame < start_frame:
-        return [Anomaly(key, "frame_range_invalid", f"start_frame {start_frame}, end_frame {end_frame}")]
+        problem = "starts before frame 0" if start_frame < 0 else "ends before it starts"
+        return [Anomaly(key, "frame_range_invalid", f"{problem}: start_frame {start_frame}, end_frame {end_frame}")]
     return []
+
+
+def impossible_dives(anomalies: Iterable[Anomaly]) -> dict[str, list[Anomaly]]:
+    """The dives with an impossible anomaly (IMPOSSIBLE), in order of first appearance, with those anomalies."""
+    found: dict[str, list[Anomaly]] = {}
+    for a in anomalies:
+        if a.kind in IMPOSSIBLE:
+            found.setdefault(a.key, []).append(a)
+    return found
 
 
 def check_splits(train_keys: Sequence[str], test_keys: Sequence[str], annotated: Iterable[str]) -> list[Anomaly]:

@@ -1,6 +1,8 @@
 import json
+import logging
 import os
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aqa.data import finediving as fd
-from aqa.data.annotations import convert_annotations, read_dives
+from aqa.data.annotations import InvalidAnnotationError, convert_annotations, read_dives
 from aqa.data.pickles import UnsafePickleError, load_pickle
 from aqa.data.schema import SchemaError
 
@@ -205,9 +207,82 @@ def test_real_finediving(finediving_annotations_dir, mtl_aqa_info_dir, tmp_path)
     assert 0.04 <= (counts["t1_outside_first_half"] + counts["t2_outside_second_half"]) / 3000 <= 0.08
     assert report["dives_per_judge_count"] == {"3": 1024, "5": 607, "7": 1369}
     assert report["num_sub_actions_used"] == 29 and report["num_sub_actions_lexicon"] == 42
+    # Their oddities (judges 55.5 / 45.0 / 8.9, scores no rule gives, transit frames outside the
+    # clip) are reported; none is impossible, so the default (invalid_dives: error) converts all.
+    assert report["invalid_dives"] == "error" and report["dropped_dives"] == []
+    assert counts["judge_not_half_point"] == 1 and counts["transit_frames_invalid"] == 6
 
     mtl = read_dives(out / "mtl_aqa" / "dives.parquet")
     assert len(mtl) == 1412 and (mtl["split"] == "train").sum() == 1059
     assert (mtl["split"] == "test").sum() == 353
     assert mtl["frame_labels"].isna().all() and mtl["transitions_96"].isna().all()
     assert mtl["num_judges"].eq(7).all() and mtl["video"].str.fullmatch(r"\d\d").all()
+
+
+def _spoil(ann, key, **changes):
+    dive = ann.dives[key]
+    for name, value in changes.items():
+        setattr(dive, name, value)
+
+
+IMPOSSIBLE_CASES = {
+    # name: (changes to dive compA/1, file named, what the message says)
+    "end_before_start": (dict(end_frame=880), fd.COARSE, r"ends before it starts: start_frame 900, end_frame 880"),
+    "negative_score": (dict(dive_score=-12.5), fd.COARSE, r"dive_score -12\.5 \(negative_score\)"),
+    "zero_difficulty": (dict(difficulty=0.0), fd.COARSE, r"difficulty 0\.0 \(difficulty_not_positive\)"),
+    "four_judges": (dict(judge_scores=[7.0, 7.5, 7.5, 8.0]), fd.COARSE,
+                    r"4 judges \(expected 3, 5 or 7\) \(unexpected_judge_count\)"),
+    "labels_too_short": (dict(frame_labels=np.array([1] * 20 + [12] * 20 + [36] * 30)), fd.FINE,
+                         r"70 labels for 75 frames \(900\.\.974\) \(frame_labels_length\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(IMPOSSIBLE_CASES))
+def test_impossible_dive_is_refused_naming_file_and_dive(case, tmp_path):
+    changes, file_name, says = IMPOSSIBLE_CASES[case]
+    ann = tiny_annotations()
+    _spoil(ann, ("compA", 1), **changes)
+    fd.write_finediving(ann, tmp_path / "ann")
+    out = tmp_path / "out"
+    with pytest.raises(InvalidAnnotationError) as err:
+        convert_annotations(finediving_dir=tmp_path / "ann", out_dir=out, cfg={**CFG, "invalid_dives": "error"})
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{tmp_path / 'ann' / file_name}: dive compA/1: "), message
+    assert re.search(says, message), message
+    assert message.endswith("set convert_annotations.invalid_dives: drop to leave them out")
+    assert not out.exists()  # refused before anything is written
+
+
+def test_several_impossible_dives_are_counted_in_one_line(tmp_path):
+    ann = tiny_annotations()
+    _spoil(ann, ("compA", 1), dive_score=-1.0)
+    _spoil(ann, ("01", 3), difficulty=-2.0)
+    fd.write_finediving(ann, tmp_path / "ann")
+    with pytest.raises(InvalidAnnotationError, match=r"^[^\n]*: dive 01/3: difficulty -2\.0 .*; "
+                                                     r"1 more impossible dive\(s\): compA/1; fix"):
+        convert_annotations(finediving_dir=tmp_path / "ann", out_dir=tmp_path / "out", cfg=CFG)
+
+
+def test_impossible_dives_are_dropped_when_params_say_so(tmp_path, caplog):
+    ann = tiny_annotations()
+    _spoil(ann, ("compA", 1), end_frame=880)
+    _spoil(ann, ("01", 4), judge_scores=[7.0, 7.5])
+    fd.write_finediving(ann, tmp_path / "ann")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        convert_annotations(finediving_dir=tmp_path / "ann", out_dir=out, cfg={**CFG, "invalid_dives": "drop"})
+    df = read_dives(out / "finediving" / "dives.parquet")
+    assert df["key"].tolist() == ["01/3", "compA/0"]
+    report = json.loads((out / "finediving" / "validation.json").read_text())
+    assert report["invalid_dives"] == "drop" and report["num_dives"] == 2
+    assert [(d["key"], d["kinds"]) for d in report["dropped_dives"]] == [
+        ("compA/1", ["frame_range_invalid", "frame_labels_length"]), ("01/4", ["unexpected_judge_count"])]
+    assert set(report["score_rules_by_dive"]) == {"01/3", "compA/0"}
+    assert {a["key"] for a in report["anomalies"]} >= {"compA/1", "01/4"}  # still reported
+    assert "left out 2 impossible dive(s)" in caplog.text and "compA/1" in caplog.text
+
+
+def test_an_unknown_invalid_dives_policy_is_refused(tiny_folder, tmp_path):
+    with pytest.raises(InvalidAnnotationError, match=r"convert_annotations\.invalid_dives: 'skip'"):
+        convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / "out", cfg={**CFG, "invalid_dives": "skip"})

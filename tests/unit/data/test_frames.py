@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import re
 
 import pytest
 from PIL import Image
 
-from aqa.data.finediving import read_finediving
+from aqa.data.finediving import COARSE, read_finediving
 from aqa.data.frames import FrameExtractionError, extract_frames, extract_video, videos_to_extract
+from aqa.data.pickles import load_pickle
 from video_helpers import read_code, write_annotations, write_coded_video
 
 CFG = {"frames_root": None, "height": 32, "jpeg_quality": 90, "workers": 2}
@@ -167,3 +170,29 @@ def test_videos_to_extract_matches_the_folder_to_the_annotations(video, tmp_path
     with pytest.raises(FrameExtractionError,
                        match=rf"^{re.escape(str(raw / 'vidB.mp4'))}: video not found, but .* annotates 2 dive"):
         videos_to_extract(raw, ann)
+
+
+def end_before_start(folder, key, end_frame):
+    """Set one dive's end_frame in the coarse annotation file (as a damaged release would have it)."""
+    coarse = load_pickle(folder / COARSE)
+    coarse[key]["end_frame"] = end_frame
+    (folder / COARSE).write_bytes(pickle.dumps(coarse))
+
+
+def test_a_dive_without_a_valid_frame_range_is_skipped_with_a_warning(video, tmp_path, caplog):
+    # convert_annotations refuses such a dive (or drops it): the frames of the others are still cut.
+    ann = write_annotations(tmp_path / "ann", {"vidA": [(0, 5, 9), (1, 30, 40)]})
+    end_before_start(ann, ("vidA", 1), 20)
+    out = tmp_path / "frames"
+    with caplog.at_level(logging.WARNING):
+        extract_frames([video], annotations_dir=ann, frames_root=out, cfg=CFG)
+    assert sorted(os.listdir(out / "vidA")) == ["0"]
+    assert "dive vidA/1 (frames 30-20) has no valid frame range" in caplog.text
+
+
+def test_a_video_whose_dives_all_lack_a_frame_range_still_gets_its_folder(video, tmp_path):
+    ann = write_annotations(tmp_path / "ann", {"vidA": [(1, 30, 40)]})
+    end_before_start(ann, ("vidA", 1), 20)
+    out = tmp_path / "frames"
+    extract_frames([video], annotations_dir=ann, frames_root=out, cfg=CFG)
+    assert os.listdir(out / "vidA") == []  # the Snakemake job's output exists

@@ -3,11 +3,13 @@ import pytest
 
 from aqa.data.validation import (
     Anomaly,
+    check_frame_range,
     check_overlaps,
     check_scores,
     check_splits,
     check_steps,
     fitting_score_rules,
+    impossible_dives,
     summarize,
 )
 
@@ -123,3 +125,14 @@ def test_summarize_counts():
     assert r["score_rules_per_judge_count"]["7"] == {"dives": 2, "none": 1, "dd_x_middle3": 1,
                                                      "expected_rule_fits": 1}
     assert r["score_rules_by_dive"]["b"] == [] and r["num_dives"] == 3
+
+
+def test_impossible_dives_keep_only_the_impossible_kinds():
+    found = (check_frame_range("v/0", 50, 40) + check_frame_range("v/1", -3, 40)
+             + check_scores("v/2", 0.0, [7.0, 7.0, 7.0, 7.0], float("nan"))[1]
+             + check_scores("v/3", 3.0, [55.5, 7.0, 8.9], 3.0 * 71.4)[1])  # real oddities: reported only
+    bad = impossible_dives(found)
+    assert list(bad) == ["v/0", "v/1", "v/2"]
+    assert bad["v/0"][0].detail == "ends before it starts: start_frame 50, end_frame 40"
+    assert bad["v/1"][0].detail.startswith("starts before frame 0")
+    assert [a.kind for a in bad["v/2"]] == ["difficulty_not_positive", "negative_score", "unexpected_judge_count"]
