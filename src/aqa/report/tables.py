@@ -1,10 +1,15 @@
 """The make_report stage: the FineDiving paper's Tables 2-4, ours beside the published numbers.
 
-Reads every `<variant>.json` written by the evaluate stage (variant = `<method>-<dn|nodn>`) and
-writes `finediving_table{2,3,4}.{md,csv,tex}`. Each of our cells is mean ± std over seeds, for
-both protocols: "paper" (best value of each metric over epochs on test, as the reference code
-reports) and "honest" (best-validation checkpoint evaluated once on test). A method or mode
-without a metrics file is shown as "not run", beside its published numbers.
+Reads the `<variant>-<mode>.json` written by the evaluate stage for every variant x exemplar mode
+the current params train (other files in the folder are ignored) and writes
+`finediving_table{2,3,4}.{md,csv,tex}`. Each of our cells is mean ± std over seeds, for both
+protocols: "paper" (best value of each metric over epochs on test, as the reference code
+reports) and "honest" (best-validation checkpoint evaluated once on test). A method or mode the
+params do not train is shown as "not run", beside its published numbers.
+
+Every metrics file must follow from the current params: its recorded params digest is
+recomputed (aqa.provenance.evaluate_params) and a file made from other params, a missing file,
+or files made from different annotations or features are refused (ReportError, one line).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aqa.errors import AqaError
 from aqa.io import write_text_atomic
+from aqa.provenance import changed_inputs, evaluate_params, flatten, sha256_json
 from aqa.report.published import FINEDIVING, FINEDIVING_EXEMPLARS, Published
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,10 @@ TITLES = {
 }
 
 
+class ReportError(AqaError):
+    """Metrics that do not follow from the current params, or a table the params cannot build."""
+
+
 @dataclass
 class Table:
     name: str
@@ -52,18 +63,76 @@ class Table:
 # --------------------------------------------------------------------------- inputs
 
 
-def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every metrics JSON of the folder by variant name; a file that is not valid JSON is refused."""
-    out = {}
-    for path in sorted(Path(metrics_dir).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"{path}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object of metrics")
-        out[data.get("variant", path.stem)] = data
-    return out
+def trained_variants(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(variant, mode) of every `<variant>-<mode>` the params train (and evaluate)."""
+    return [(base, mode) for base in params["train"]["variants"] for mode in params["train"]["exemplar_modes"]]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ReportError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a JSON object of metrics")
+    return data
+
+
+def _show(value: Any) -> str:
+    return "absent" if value is _ABSENT else json.dumps(value)
+
+
+_ABSENT = object()
+
+
+def check_made_from_params(path: Path, data: dict[str, Any], params: dict[str, Any], base: str, mode: str) -> None:
+    """Refuse a metrics file whose recorded params digest is not the current params' (naming what differs)."""
+    rerun = f"re-run its evaluation (dvc repro evaluate@{base}-{mode})"
+    prov = data.get("provenance")
+    if not isinstance(prov, dict) or "params_sha256" not in prov:
+        raise ReportError(f"{path}: records no provenance (written by an older evaluate); {rerun}")
+    expected = evaluate_params(params, base, mode)
+    if prov["params_sha256"] == sha256_json(expected):
+        return
+    recorded = {k: v for k, v in prov.get("params", [])}
+    now = flatten(expected)
+    differ = [k for k in sorted(set(recorded) | set(now)) if recorded.get(k, _ABSENT) != now.get(k, _ABSENT)]
+    detail = "; ".join(f"{k}: {_show(recorded.get(k, _ABSENT))} there, {_show(now.get(k, _ABSENT))} now"
+                       for k in differ[:4]) or "their digest differs"
+    more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+    raise ReportError(f"{path}: made from other params than the current ones ({detail}{more}); {rerun}")
+
+
+def _check_same_inputs(found: dict[Path, dict[str, Any]]) -> None:
+    """Every metrics file of one report was made from the same annotations and features."""
+    reference_path, reference = next(iter(found.items()))
+    ref_inputs = {k: v for k, v in reference["provenance"].get("inputs", {}).items() if k != "code"}
+    for path, data in found.items():
+        differ = changed_inputs(data["provenance"].get("inputs"), ref_inputs)
+        if differ:
+            raise ReportError(f"{path}: made from other {' and '.join(differ)} than {reference_path}; "
+                              "re-run the stale evaluations (dvc repro)")
+
+
+def load_metrics(metrics_dir: Path, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The metrics of every variant x mode the params train, by `<variant>-<mode>`, each checked to
+    follow from the current params; files of variants the params do not name are ignored."""
+    metrics_dir = Path(metrics_dir)
+    found: dict[Path, dict[str, Any]] = {}
+    for base, mode in trained_variants(params):
+        path = metrics_dir / f"{base}-{mode}.json"
+        if not path.is_file():
+            raise ReportError(f"{path}: no metrics for {base}-{mode}, which params train "
+                              f"(train.variants x train.exemplar_modes); run its evaluation "
+                              f"(dvc repro evaluate@{base}-{mode})")
+        data = _read_json(path)
+        check_made_from_params(path, data, params, base, mode)
+        found[path] = data
+    _check_same_inputs(found)
+    ignored = sorted(p.name for p in metrics_dir.glob("*.json") if p not in found)
+    if ignored:
+        log.info("ignored (variants the params do not train): %s", ", ".join(ignored))
+    return {path.stem: data for path, data in found.items()}
 
 
 def ours(metrics: dict[str, dict], method: str, mode: str) -> dict | None:
@@ -115,8 +184,8 @@ def _caption(title: str, used: list[dict], params: dict[str, Any], protocols: st
         footage_text += " (rendered by synthesize_videos, not the real FineDiving videos)"
     return (f"{title}. Ours: {footage_text} footage; mean ± std over {len(seeds)} seed(s) "
             f"({', '.join(map(str, seeds))}); {protocols}. Published: Xu et al., CVPR 2022. "
-            "R-l2 x 100; AIoU in %. not run: no metrics for that variant; –: not applicable "
-            "or not reported.")
+            "R-l2 x 100; AIoU in %. not run: params.yaml does not train that variant or mode; –: not "
+            "applicable or not reported.")
 
 
 _BOTH = ("protocols: paper = best value of each metric over epochs on test, each metric independently "
@@ -149,9 +218,22 @@ def table3(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
                          metrics, params)
 
 
+def check_table4_variant(params: dict[str, Any]) -> str:
+    """`<make_report.table4_variant>-dn`, which the params must train."""
+    name = params["make_report"]["table4_variant"]
+    variants = params["train"]["variants"]
+    if name not in variants:
+        raise ReportError(f"params make_report.table4_variant: {name!r} is not a trained variant "
+                          f"(train.variants: {', '.join(variants)})")
+    if "dn" not in params["train"]["exemplar_modes"]:
+        raise ReportError(f"params make_report.table4_variant: Table 4 is {name} w/ DN, but "
+                          "train.exemplar_modes does not include dn")
+    return f"{name}-dn"
+
+
 def table4(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
     cfg = params["make_report"]
-    result = metrics.get(f"{cfg['table4_variant']}-dn")
+    result = metrics.get(check_table4_variant(params))
     keys = ("rho", "rl2_x100", "aiou50", "aiou75")
     header = ["M", "Result", "rho", "R-l2", "AIoU@0.5", "AIoU@0.75"]
     rows = []
@@ -206,10 +288,13 @@ def to_latex(table: Table) -> str:
 
 
 def make_report(*, metrics_dir: Path, tables_dir: Path, params: dict[str, Any]) -> None:
-    """Write finediving_table{2,3,4}.{md,csv,tex} into tables_dir from the metrics JSONs."""
-    metrics = load_metrics(Path(metrics_dir))
-    log.info("make_report: %d metrics file(s): %s", len(metrics), ", ".join(sorted(metrics)) or "none")
-    for table in (table2(metrics, params), table3(metrics, params), table4(metrics, params)):
+    """Write finediving_table{2,3,4}.{md,csv,tex} into tables_dir from the metrics JSONs of the
+    variants the params train; nothing is written unless every table can be built."""
+    check_table4_variant(params)
+    metrics = load_metrics(Path(metrics_dir), params)
+    log.info("make_report: %d metrics file(s): %s", len(metrics), ", ".join(sorted(metrics)))
+    tables = [table2(metrics, params), table3(metrics, params), table4(metrics, params)]
+    for table in tables:
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
             write_text_atomic(Path(tables_dir) / f"{table.name}.{ext}", render(table))
         log.info("wrote %s", table.name)

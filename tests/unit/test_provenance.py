@@ -1,0 +1,86 @@
+"""aqa.provenance: content digests, the params each stage reads, and dvc.yaml listing exactly those."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+from aqa.provenance import (TRAIN_KEYS_NOT_READ, annotations_digest, changed_inputs, changed_keys,
+                            code_fingerprint, evaluate_params, metrics_provenance, sha256_json)
+from train_helpers import make_dives, write_dives
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_annotations_digest_follows_the_content_not_the_bytes(tmp_path):
+    rows = make_dives(12)
+    a = write_dives(tmp_path / "a/dives.parquet", rows)
+    b = tmp_path / "b/dives.parquet"
+    b.parent.mkdir()
+    # the same table written otherwise: other compression, rows in another order
+    table = pq.read_table(a)
+    pq.write_table(table.take(list(range(len(rows)))[::-1]), b, compression="snappy")
+    assert a.read_bytes() != b.read_bytes()
+    assert annotations_digest(a) == annotations_digest(b)
+    rows[3]["dive_score"] += 0.5                   # one score changes: another digest
+    c = write_dives(tmp_path / "c/dives.parquet", rows)
+    assert annotations_digest(c) != annotations_digest(a)
+
+
+def test_code_fingerprint_is_relative_and_covers_the_named_parts():
+    train = code_fingerprint()
+    assert train == code_fingerprint(("models", "train", "evaluate/voting.py", "metrics.py"))
+    assert train != code_fingerprint(("models", "train", "evaluate", "metrics.py"))
+    assert len(train) == 64
+
+
+def test_changed_keys_and_inputs():
+    old = {"train": {"lr": 0.1, "epochs": 2}, "seed": 0}
+    assert changed_keys(old, {"train": {"lr": 0.2, "epochs": 2}, "seed": 0, "extra": 1}) == ["extra", "train.lr"]
+    assert changed_inputs({"annotations": "x", "features": "f"}, {"annotations": "y", "features": "f"}) == \
+        ["annotations"]
+    assert changed_inputs(None, {"code": "c"}) == ["code"]
+
+
+def test_evaluate_params_hold_no_path_and_only_what_is_read(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["extract_frames"]["frames_root"] = "/somewhere/frames"
+    read = evaluate_params(p, "tsa", "dn")
+    assert read["footage"] == "real" and "/somewhere" not in str(read)
+    assert set(read["train"]) == set(p["train"]) - TRAIN_KEYS_NOT_READ
+    assert read["variant"] == p["train"]["variants"]["tsa"]
+    # keys nothing reads do not change the digest; keys that are read do
+    block = metrics_provenance(p, "tsa", "dn", inputs={}, models={})
+    p["train"]["num_workers"] = 7
+    p["train"]["variants"]["other"] = {"method": "fr"}
+    assert metrics_provenance(p, "tsa", "dn", inputs={}, models={})["params_sha256"] == block["params_sha256"]
+    p["evaluate"]["batch_size"] += 1
+    assert metrics_provenance(p, "tsa", "dn", inputs={}, models={})["params_sha256"] != block["params_sha256"]
+    assert block["params_sha256"] == sha256_json(read)
+
+
+def _stage_params(stage: dict) -> set[str]:
+    return {p for p in stage["params"] if isinstance(p, str)}
+
+
+def test_dvc_tracks_exactly_the_params_training_reads(repo_params):
+    """The train stage reruns when (and only when) a param its checkpoints' config holds changes."""
+    from aqa.train.loop import SeedRun
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    run = SeedRun(variant="tsa-dn", method="tsa", model_kwargs={}, mode="dn", seed=0,
+                  train_cfg=repo_params["train"], eval_cfg=repo_params["evaluate"])
+    config = run.config()
+    read = {f"train.{k}" for k in config["train"]} | {"train.seeds", "train.variants.${item.variant}", "evaluate"}
+    assert set(config["evaluate"]) == set(repo_params["evaluate"])
+    assert _stage_params(stages["train"]) == read
+
+
+def test_dvc_reruns_the_report_on_every_param_it_checks():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert {"make_report", "train", "evaluate", "extract_frames.frames_root"} <= _stage_params(stages["make_report"])
+    for stage in ("train", "evaluate", "make_report"):
+        assert "src/aqa/provenance.py" in stages[stage]["deps"]
