@@ -1,6 +1,7 @@
 """Stage synthesize_videos end to end: real mp4s, masks and annotation files, real and sampled."""
 
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -151,3 +152,39 @@ def test_image_statistics_do_not_give_away_the_score(cfg, tmp_path):
     cfg.update(num_videos=6, dives_per_video=10)
     rho = _image_stat_correlations(cfg, tmp_path)
     assert max(rho.values()) < 0.2, rho
+
+
+def _source_with(cfg, folder: Path, spoil) -> Path:
+    """A sampled FineDiving source folder with one dive's record changed by `spoil(coarse, fine, key)`."""
+    from aqa.data import finediving as fd
+    from aqa.data.pickles import load_pickle
+    from aqa.data.synth.sampler import sample_annotations
+
+    fd.write_finediving(sample_annotations(cfg).annotations, folder)
+    coarse, fine = load_pickle(folder / fd.COARSE), load_pickle(folder / fd.FINE)
+    key = sorted(coarse)[1]
+    spoil(coarse, fine, key)
+    (folder / fd.COARSE).write_bytes(pickle.dumps(coarse))
+    (folder / fd.FINE).write_bytes(pickle.dumps(fine))
+    return key
+
+
+@pytest.mark.parametrize("problem", ["end_before_start", "labels_not_one_per_frame"])
+def test_source_dive_that_cannot_be_timed_is_refused(cfg, tmp_path, problem):
+    def spoil(coarse, fine, key):
+        if problem == "end_before_start":
+            coarse[key]["end_frame"] = coarse[key]["start_frame"] - 10
+        else:
+            fine[key]["frames_labels"] = fine[key]["frames_labels"][:-5]
+
+    source = tmp_path / "source"
+    video, idx = _source_with(cfg, source, spoil)
+    cfg.update(source_annotations=str(source))
+    named = "FineDiving_coarse_annotation.pkl" if problem == "end_before_start" else "FineDiving_fine-grained_annotation.pkl"
+    says = "ends before it starts" if problem == "end_before_start" else "frame labels for"
+    with pytest.raises(AnnotationError) as err:
+        run(cfg, tmp_path / "out")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{source / named}: dive {video}/{idx} ")
+    assert says in message, message
+    assert not (tmp_path / "out").exists()  # refused before anything is rendered

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from aqa.data.finediving import Dive, FineDivingAnnotations, Key, read_finediving, write_finediving
+from aqa.data.finediving import (COARSE, FINE, AnnotationError, Dive, FineDivingAnnotations, Key,
+                                 read_finediving, write_finediving)
 from aqa.data.synth.dive_numbers import parse_dive_number
 from aqa.data.synth.diver import BOARD_HEIGHT, DiveMotion, Frame
 from aqa.data.synth.encode import open_video
@@ -47,7 +48,26 @@ def load_source(cfg: dict) -> tuple[FineDivingAnnotations, dict[Key, np.ndarray]
         quality = {k: quality_from_score(d, seed) for k, d in ann.dives.items()}
         log.info("read %d dives from %s", len(ann.dives), cfg["source_annotations"])
     ann = stratified_subset(ann, cfg["subset"]["max_dives"], int(cfg["subset"]["seed"]))
+    if cfg["source_annotations"] is not None:
+        check_timing(ann, Path(cfg["source_annotations"]))
     return ann, {k: quality[k] for k in ann.dives}
+
+
+def check_timing(ann: FineDivingAnnotations, folder: Path) -> None:
+    """Refuse a dive to render whose frame range is impossible or disagrees with its labels.
+
+    The timeline gives each dive as many frames as it has labels; a dive whose own range says
+    otherwise would be silently re-timed, so it is refused, naming the file and the dive.
+    """
+    for d in ann.dives.values():
+        where = f"dive {d.video}/{d.idx} (start_frame {d.start_frame}, end_frame {d.end_frame})"
+        if d.start_frame < 0 or d.end_frame < d.start_frame:
+            problem = "starts before frame 0" if d.start_frame < 0 else "ends before it starts"
+            raise AnnotationError(f"{folder / COARSE}: {where} {problem}; fix the annotation (the "
+                                  "stand-in video would have to re-time the dive)")
+        if len(d.frame_labels) != d.num_frames:
+            raise AnnotationError(f"{folder / FINE}: {where} has {len(d.frame_labels)} frame labels for "
+                                  f"{d.num_frames} frames; fix the annotation (one label per frame)")
 
 
 def synthesize_videos(cfg: dict, *, videos_dir: Path, annotations_dir: Path, masks_dir: Path) -> None:
