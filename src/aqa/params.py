@@ -195,12 +195,34 @@ def load_params(path: str | Path, section: str | None = None) -> dict[str, Any]:
 CHECKED_STAMP = "params valid: the whole file passed the schema and the cross-key checks of aqa.params\n"
 
 
+# Inputs from outside the pipeline that params name: (section, key, what it must be).
+EXTERNAL_INPUTS = (("synthesize_videos", "source_annotations", "folder"), ("extract_frames", "frames_root", "folder"),
+                   ("convert_annotations", "mtl_aqa_info", "folder"), ("fetch_i3d", "weights_path", "file"))
+
+
+def missing_inputs(params: dict[str, Any]) -> list[str]:
+    """The external inputs params name that are not there (paths relative to the working directory)."""
+    problems = []
+    for section, key, kind in EXTERNAL_INPUTS:
+        value = params[section][key]
+        if value is None:
+            continue
+        target = Path(value)
+        if not (target.is_dir() if kind == "folder" else target.is_file()):
+            found = "not a " + kind if target.exists() else "does not exist"
+            problems.append(f"{section}.{key} = {value!r}: {found}")
+    return problems
+
+
 def check_params(path: str | Path, stamp: str | Path | None = None) -> None:
-    """Validate the whole params file; write `stamp` if it passes, leave none behind if it fails."""
+    """Validate the whole params file and the external inputs it names; write `stamp` if all
+    passes, leave none behind if anything fails."""
     from aqa.io import write_text_atomic
 
     if stamp is not None:
         Path(stamp).unlink(missing_ok=True)
-    load_params(path)
+    missing = missing_inputs(load_params(path))
+    if missing:
+        raise ParamsError(f"{path}: " + "; ".join(missing))
     if stamp is not None:
         write_text_atomic(stamp, CHECKED_STAMP)

@@ -97,6 +97,19 @@ def test_check_params_reads_exponent_numbers(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_check_params_refuses_external_inputs_that_are_not_there(tmp_path, repo_params):
+    p = copy.deepcopy(repo_params)
+    p["fetch_i3d"]["weights_path"] = str(tmp_path / "missing.pt")
+    p["synthesize_videos"]["source_annotations"] = str(tmp_path)   # a folder: fine
+    p["extract_frames"]["frames_root"] = str(_params(tmp_path, {}, "a_file.yaml"))
+    stamp = tmp_path / "params.checked"
+    line = _one_error_line(_aqa("check-params", "--params", _params(tmp_path, p), "--out", stamp), "check-params")
+    assert f"fetch_i3d.weights_path = '{tmp_path / 'missing.pt'}': does not exist" in line
+    assert "extract_frames.frames_root = " in line and "a_file.yaml': not a folder" in line
+    assert "source_annotations" not in line
+    assert not stamp.exists()
+
+
 def test_an_unwritable_output_path_is_one_line(tmp_path, repo_params):
     params = _params(tmp_path, repo_params)
     not_a_folder = tmp_path / "file"
