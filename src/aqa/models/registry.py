@@ -1,10 +1,15 @@
-"""One registry of methods: `build_model(method, **cfg)` for every variant of Table 3.
+"""One registry of methods: `build_model(method, **cfg)` for every variant of Tables 2 and 3.
 
 A method is a model class, its config dataclass and the overrides that make the variant (so
 F+R, F+R* and F+R# are one model with three settings, not three copies). Nested configs
 (`psnet`, `decoder`) may be given as dicts, so `dataclasses.asdict(model.cfg)` stored in a
 checkpoint rebuilds the model. TSA-dagger is not a model: it is `tsa` evaluated with
 `transitions="gt"`.
+
+Each method says whether it is pairwise (encode / compare, scored by multi-exemplar voting) or
+direct (`model(batch)`, `model.loss(out, batch)`, `model.predict(out)`; aqa.models.direct), and
+whether it reads the spatial maps. `variant_settings` gives the config an exemplar mode and the
+training pool imply (CoRe's group edges, the DD readings of the baselines).
 """
 
 from __future__ import annotations
@@ -12,11 +17,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import numpy as np
 from torch import nn
 
+from aqa.models.core import CoReConfig, CoReModel, core_pool_settings
 from aqa.models.decoder import DecoderConfig
+from aqa.models.direct import I3DMLPConfig, I3DMLPModel
 from aqa.models.psnet import PSNetConfig
 from aqa.models.tsa import FRConfig, FRModel, FSRConfig, FSRModel, TSAConfig, TSAModel
+from aqa.models.usdl import MUSDLConfig, MUSDLModel, USDLConfig, USDLModel
 
 
 class Method(NamedTuple):
@@ -24,6 +33,8 @@ class Method(NamedTuple):
     config: type
     preset: dict[str, Any]
     description: str
+    pairwise: bool = True       # False: direct prediction, no exemplars
+    reads_maps: bool = False    # needs batch["maps"] (16x the pooled features)
 
 
 METHODS: dict[str, Method] = {
@@ -31,10 +42,44 @@ METHODS: dict[str, Method] = {
     "fr_asym": Method(FRModel, FRConfig, {"symmetric": False}, "F+R*: F+R, query-to-exemplar loss only"),
     "fr_dn": Method(FRModel, FRConfig, {"use_action": True}, "F+R#: F+R with an action-type embedding"),
     "fsr": Method(FSRModel, FSRConfig, {}, "F+S+R: F+R plus PSNet, step-wise regression"),
-    "tsa": Method(TSAModel, TSAConfig, {}, "TSA: PSNet + procedure-aware cross-attention"),
+    "tsa": Method(TSAModel, TSAConfig, {}, "TSA: PSNet + procedure-aware cross-attention", reads_maps=True),
+    "core": Method(CoReModel, CoReConfig, {}, "CoRe: contrastive regression, group-aware regression tree"),
+    "i3d_mlp": Method(I3DMLPModel, I3DMLPConfig, {}, "I3D+MLP: clip-mean feature regressed by an MLP (MSE)",
+                      pairwise=False),
+    "usdl": Method(USDLModel, USDLConfig, {}, "USDL: Gaussian score distribution, KL loss", pairwise=False),
+    "musdl": Method(MUSDLModel, MUSDLConfig, {}, "MUSDL: one score distribution per judge, panel rule x DD",
+                    pairwise=False),
 }
 
 _NESTED = {"psnet": PSNetConfig, "decoder": DecoderConfig}
+
+
+def is_pairwise(method: str) -> bool:
+    """True: encode / compare, scored by voting over exemplars; False: model(batch) predicts."""
+    return _method(method).pairwise
+
+
+def reads_maps(method: str) -> bool:
+    return _method(method).reads_maps
+
+
+def variant_settings(method: str, mode: str, *, score: np.ndarray, difficulty: np.ndarray,
+                     action: np.ndarray) -> dict[str, Any]:
+    """The config the exemplar mode (dn | nodn) and the training pool's dives imply, to merge
+    into the variant's params before `build_model` (arrays (N,) of the pool's score, degree of
+    difficulty and action type). {} for methods whose modes differ only in the exemplars.
+
+    usdl, i3d_mlp: dn = the with-DD reading (y / DD learnt, x DD at prediction), nodn = raw score
+    (BASELINES D2 R2). core: use_dd, theta and the group edges of the pool (D7, D8). musdl: {}
+    (it always uses the judges and DD; its nodn row is the same model, D2)."""
+    _method(method)
+    if mode not in ("dn", "nodn"):
+        raise ValueError(f"exemplar mode must be 'dn' or 'nodn', got {mode!r}")
+    if method in ("usdl", "i3d_mlp"):
+        return {"use_dd": mode == "dn"}
+    if method == "core":
+        return core_pool_settings(score, difficulty, action, mode)
+    return {}
 
 
 def config_fields(method: str) -> set[str]:
@@ -59,11 +104,15 @@ def make_config(method: str, **cfg: Any):
 
 
 def build_model(method: str, **cfg: Any) -> nn.Module:
-    """An nn.Module with forward(query, exemplar, transitions="pred"|"gt") -> dict, its two halves
-    encode(batch, transitions) -> dict and compare(enc_q, enc_e) -> dict, and
-    loss(out, query, exemplar) -> (total, parts); `model.cfg` is its config, `model.method` its name."""
-    model = _method(method).model(make_config(method, **cfg))
+    """Pairwise methods: an nn.Module with forward(query, exemplar, transitions="pred"|"gt") -> dict,
+    its two halves encode(batch, transitions) -> dict and compare(enc_q, enc_e) -> dict, and
+    loss(out, query, exemplar) -> (total, parts). Direct methods: forward(batch) -> dict,
+    loss(out, batch) -> (total, parts), predict(out) -> (B,) scores. `model.cfg` is its config,
+    `model.method` its name, `model.pairwise` which of the two it is."""
+    spec = _method(method)
+    model = spec.model(make_config(method, **cfg))
     model.method = method
+    model.pairwise = spec.pairwise
     return model
 
 

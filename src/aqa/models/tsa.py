@@ -56,6 +56,8 @@ class PairwiseModel(nn.Module):
     depend on the transitions is done once for all modes) and `compare(enc_q, enc_e, reverse=True)`.
     """
 
+    pairwise = True  # scored by voting over exemplars (direct models: aqa.models.direct)
+
     def __init__(self):
         super().__init__()
         self.backbone = CachedFeatures()
