@@ -116,3 +116,13 @@ def test_dive_problem_checks_headers_and_sizes_only(tmp_path):
     assert "shape" in dive_problem(folder, views=1, num_snippets=9, dtype="float16")
     np.save(folder / "maps.npy", np.zeros((2, 8, 1024, 4, 4), np.float16))  # well-formed, wrong dive
     assert "shape" in dive_problem(folder, views=2, num_snippets=9, dtype="float16")
+
+
+def test_fingerprint_ignores_an_interrupted_write(tmp_path):
+    prepare_out_dir(tmp_path, _manifest())
+    write_dive(tmp_path / "01" / "1", *_dive_arrays(0), views=2, dtype="float16", digest="ab" * 32)
+    before = FeatureCache(tmp_path).fingerprint
+    leftover = tmp_path / "01" / ".2.abc123.tmp"  # a kill during write_dive leaves this behind
+    leftover.mkdir()
+    (leftover / "frames.sha256").write_text("cd" * 32 + "\n")
+    assert FeatureCache(tmp_path).fingerprint == before
