@@ -82,7 +82,7 @@ def main() -> None:
     Stages, in order: synthesize-videos, extract-frames, convert-annotations, fetch-i3d,
     extract-features, train, evaluate, make-report. `dvc repro` or `snakemake -c2 <stage>`
     run them with the paths of the pipeline; run them by hand with explicit paths.
-    `check-params` validates params.yaml alone (the first stage of every `dvc repro`).
+    `check-params` validates params.yaml alone (the DVC stage before all others).
     """
 
 

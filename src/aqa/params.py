@@ -1,7 +1,7 @@
 """Load params.yaml and validate it: the schema, then the cross-key checks it cannot express.
 
-Every stage calls `load_params` first (the Snakefile too, and `aqa check-params` at the start of
-every `dvc repro`), so a wrong key, type or range fails early, in one line naming the key.
+Every stage calls `load_params` first (the Snakefile too, and `aqa check-params`, the DVC stage
+before all others), so a wrong key, type or range fails early, in one line naming the key.
 The file is read as YAML 1.2, as DVC reads it, so both see the same values (`1e-3` is a number).
 """
 
@@ -189,8 +189,8 @@ def load_params(path: str | Path, section: str | None = None) -> dict[str, Any]:
     return params if section is None else params[section]
 
 
-# The output of `aqa check-params --out`, the DVC stage check_params that every `dvc repro` runs
-# first. Fixed bytes (no time, path or hash), so a passing check leaves the stages after it as
+# The output of `aqa check-params --out`, the DVC stage check_params that runs before all others
+# whenever params.yaml changes. Fixed bytes (no time, path or hash), so a passing check leaves the stages after it as
 # they were: they depend on this file only to run after the check, and track their own params.
 CHECKED_STAMP = "params valid: the whole file passed the schema and the cross-key checks of aqa.params\n"
 

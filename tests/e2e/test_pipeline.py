@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -75,8 +74,7 @@ def test_dvc_repro_runs_the_dag_then_does_nothing(project):
     assert (project / "dvc.lock").exists()
 
     again = _run([dvc, "repro"], project)
-    # only the params check, which runs at every `dvc repro` and leaves its output as it was
-    assert re.findall(r"Running stage '([^']+)'", again) == ["check_params"], again
+    assert "Running stage" not in again, again
     assert "up to date" in again.lower()
 
     shown = _run([dvc, "metrics", "show"], project)
