@@ -77,3 +77,65 @@ def test_two_folders_give_byte_identical_models_and_metrics(tmp_path, tiny_param
     run = json.loads((tmp_path / "a/models/fr-dn/seed0/run.json").read_text())
     assert {"mlflow_run_id", "git_commit", "seconds"} <= set(run)
     assert str(tmp_path) not in "".join(v.decode("latin-1") for v in a.values())
+
+
+def _can_mount_read_only() -> bool:
+    """A private mount namespace in which this user may remount a folder read-only (root, usually)."""
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind / /mnt 2>/dev/null; true"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def _stale_model_and_retrain_command(tmp_path: Path, tiny_params) -> tuple[Path, str]:
+    """fr-dn trained with one lr, and the `aqa train` command line that asks for another lr."""
+    dives, cache, _ = tiny_dataset(tmp_path, 24)
+    params = small_train_params(tiny_params, epochs=2)
+    old = write_params(tmp_path / "old.yaml", params)
+    new = write_params(tmp_path / "new.yaml", {**params, "train": {**params["train"], "lr": 0.5}})
+    uri = sqlite_store(tmp_path)
+    models = tmp_path / "models" / "fr-dn"
+    _aqa("train", "--params", old, "--variant", "fr-dn", "--features", cache, "--annotations", dives,
+         "--out", models, "--tracking-uri", uri, cwd=tmp_path)
+    return models, " ".join(map(str, [AQA, "train", "--params", new, "--variant", "fr-dn", "--features", cache,
+                                      "--annotations", dives, "--out", models, "--tracking-uri", uri]))
+
+
+def _in_mount_namespace(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+
+
+def _read_only(folder: Path) -> str:
+    return f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}"
+
+
+def test_read_only_model_folder_fails_in_one_line_and_keeps_the_checkpoint(tmp_path, tiny_params):
+    """Read-only by a read-only bind mount (chmod does not stop root), in a private mount namespace."""
+    if not _can_mount_read_only():
+        pytest.skip("cannot create a mount namespace here (unshare -m refused)")
+    models, retrain = _stale_model_and_retrain_command(tmp_path, tiny_params)
+    kept = {p.name: p.read_bytes() for p in (models / "seed0").iterdir()}
+    proc = _in_mount_namespace(f"{_read_only(models)} && {retrain}", tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("aqa train: error: ")
+    assert f"{models / 'seed0'}: cannot write the model folder (Read-only file system)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in (models / "seed0").iterdir()} == kept
+
+
+def test_read_only_variant_folder_does_not_empty_the_seed_folder(tmp_path, tiny_params):
+    """The issue's case: models/<variant> read-only, its seed0 writable. Training used to delete the
+    stale seed0 (emptying it) and then fail to remove the folder itself; now it replaces the files
+    in place, since it can write them."""
+    from aqa.train.checkpoint import load_checkpoint
+
+    if not _can_mount_read_only():
+        pytest.skip("cannot create a mount namespace here (unshare -m refused)")
+    models, retrain = _stale_model_and_retrain_command(tmp_path, tiny_params)
+    seed0 = models / "seed0"
+    writable_seed0 = f"mount --bind {seed0} {seed0} && mount -o remount,bind,rw {seed0}"
+    proc = _in_mount_namespace(f"{_read_only(models)} && {writable_seed0} && {retrain}", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(seed0 / "checkpoint.pt")
+    assert ckpt["finished"] and ckpt["config"]["train"]["lr"] == 0.5
+    assert {"checkpoint.pt", "best_val.pt", "history.json", "run.json"} <= {p.name for p in seed0.iterdir()}
