@@ -81,9 +81,18 @@ def test_two_folders_give_byte_identical_models_and_metrics(tmp_path, tiny_param
 
 def _can_mount_read_only() -> bool:
     """A private mount namespace in which this user may remount a folder read-only (root, usually)."""
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind / /mnt 2>/dev/null; true"],
-                           capture_output=True)
-    return probe.returncode == 0
+    import shutil
+    import tempfile
+
+    if shutil.which("unshare") is None:
+        return False
+    folder = tempfile.mkdtemp(prefix="aqa-ro-probe-")
+    try:
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", f"{_read_only(Path(folder))} && ! touch {folder}/x"],
+                               capture_output=True)
+        return probe.returncode == 0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _stale_model_and_retrain_command(tmp_path: Path, tiny_params) -> tuple[Path, str]:
