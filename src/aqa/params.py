@@ -214,15 +214,58 @@ def missing_inputs(params: dict[str, Any]) -> list[str]:
     return problems
 
 
+def variant_errors(params: dict[str, Any]) -> list[str]:
+    """Model settings of train.variants the registry would refuse at training time, and PSNet
+    sizes that do not match the features (snippets) or the transitions' frame scale.
+
+    Imports the models (torch), so `check_params` runs it, not every stage's `load_params`.
+    """
+    snippets = params["extract_features"]["num_snippets"]
+    scale = params["convert_annotations"]["num_frames"]
+    problems = []
+    for name, variant in params["train"]["variants"].items():
+        problems += _variant_errors(f"train.variants.{name}", variant, snippets, scale)
+    return problems
+
+
+def _variant_errors(where: str, variant: dict[str, Any], snippets: int, scale: int) -> list[str]:
+    from dataclasses import fields
+
+    from aqa.models.psnet import PSNetConfig
+    from aqa.models.registry import _NESTED, config_fields
+
+    settings = {k: v for k, v in variant.items() if k != "method"}
+    accepted = config_fields(variant["method"])
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        return [f"{where}: unknown model settings {unknown} for method {variant['method']} "
+                f"(accepted: {', '.join(sorted(accepted))})"]
+    for key, cls in _NESTED.items():
+        if key in accepted and isinstance(settings.get(key), dict):
+            unknown = sorted(set(settings[key]) - {f.name for f in fields(cls)})
+            if unknown:
+                return [f"{where}.{key}: unknown settings {unknown}"]
+    if "psnet" not in accepted:
+        return []
+    psnet = PSNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (settings.get("psnet") or {}).items()})
+    problems = []
+    if psnet.in_channels != snippets:
+        problems.append(f"{where}: PSNet reads {psnet.in_channels} snippets, extract_features.num_snippets = {snippets}")
+    if psnet.num_slots != scale:
+        problems.append(f"{where}: PSNet has {psnet.num_slots} frame slots, convert_annotations.num_frames = {scale}")
+    return problems
+
+
 def check_params(path: str | Path, stamp: str | Path | None = None) -> None:
-    """Validate the whole params file and the external inputs it names; write `stamp` if all
-    passes, leave none behind if anything fails."""
+    """Validate the whole params file, its variants' model settings and the external inputs it
+    names; write `stamp` if all passes, leave none behind if anything fails."""
     from aqa.io import write_text_atomic
 
     if stamp is not None:
         Path(stamp).unlink(missing_ok=True)
-    missing = missing_inputs(load_params(path))
-    if missing:
-        raise ParamsError(f"{path}: " + "; ".join(missing))
+    params = load_params(path)
+    problems = variant_errors(params) + missing_inputs(params)
+    if problems:
+        raise ParamsError(f"{path}: " + "; ".join(problems))
     if stamp is not None:
         write_text_atomic(stamp, CHECKED_STAMP)

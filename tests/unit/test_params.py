@@ -193,6 +193,25 @@ def test_gap_frames_must_be_min_then_max(repo_params):
     assert "synthesize_videos.gap_frames = [40, 20]: expected [min, max]" in _refused(p)
 
 
+def test_variant_model_settings_are_checked_before_training(repo_params):
+    from aqa.params import variant_errors
+
+    assert variant_errors(repo_params) == []
+    p = copy.deepcopy(repo_params)
+    p["train"]["variants"]["fr"]["hiden"] = [16]
+    p["train"]["variants"]["tsa"]["psnet"] = {"head_hiden": [16]}
+    p["train"]["variants"]["fsr"]["psnet"] = {"in_channels": 12}
+    problems = variant_errors(p)
+    assert problems[0].startswith("train.variants.fr: unknown model settings ['hiden'] for method fr (accepted: ")
+    assert "train.variants.fsr: PSNet reads 12 snippets, extract_features.num_snippets = 9" in problems
+    assert "train.variants.tsa.psnet: unknown settings ['head_hiden']" in problems
+    p = copy.deepcopy(repo_params)
+    p["extract_features"].update(num_frames=100)
+    p["convert_annotations"].update(num_frames=100)
+    assert variant_errors(p) == ["train.variants.fsr: PSNet has 96 frame slots, convert_annotations.num_frames = 100",
+                                 "train.variants.tsa: PSNet has 96 frame slots, convert_annotations.num_frames = 100"]
+
+
 def test_cross_key_checks_run_only_on_a_schema_valid_file(repo_params):
     # a missing section is reported as such, not as a KeyError of a cross-key check
     p = copy.deepcopy(repo_params)
