@@ -79,6 +79,16 @@ def test_dvc_tracks_exactly_the_params_training_reads(repo_params):
     assert _stage_params(stages["train"]) == read
 
 
+def test_dvc_reruns_training_on_every_source_its_code_fingerprint_covers():
+    """Else evaluate would find models "made from other code" that DVC does not retrain."""
+    from aqa.provenance import TRAIN_CODE
+
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    for part in TRAIN_CODE:
+        path = f"src/aqa/{part}"
+        assert any(path == dep or path.startswith(dep + "/") for dep in deps), f"train does not depend on {path}"
+
+
 def test_dvc_reruns_the_report_on_every_param_it_checks():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert {"make_report", "train", "evaluate", "extract_frames.frames_root"} <= _stage_params(stages["make_report"])

@@ -224,7 +224,8 @@ def test_read_only_model_folder_keeps_the_stale_checkpoint(tiny, tmp_path):
     from aqa.errors import AqaError
 
     if os.geteuid() == 0:
-        pytest.skip("running as root: chmod does not stop root from writing (the file-for-folder test covers it)")
+        pytest.skip("running as root: chmod does not stop root from writing (covered by the file-for-folder "
+                    "test and tests/integration/test_train_evaluate.py's read-only mounts)")
     dives, cache, params = tiny
     uri = sqlite_store(tmp_path)
     _fr(tiny, tmp_path / "m", uri, max_epochs=1)
