@@ -1,5 +1,16 @@
 # Data stages: stand-in footage, frames, Parquet annotations.
 
+from aqa.data.frames import videos_to_extract
+from aqa.snakemake_lock import hold_driver_lock
+from snakemake.logging import logger
+
+# Resume after a kill: a Snakemake lock left by a killed run is removed here, before Snakemake
+# looks for it, when no Snakemake of this workflow is alive in the folder (aqa.snakemake_lock
+# tells by an OS lock the kernel drops with its process). Cluster job steps leave it alone.
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    for _stale in hold_driver_lock("."):
+        logger.warning(f"removed {_stale}: a Snakemake lock left by a run that was killed")
+
 
 checkpoint synthesize_videos:
     output:
@@ -17,10 +28,13 @@ checkpoint synthesize_videos:
 
 
 def videos_to_cut(wildcards):
-    """The frame folders of every synthesized video (known once the checkpoint has run)."""
-    videos_dir = checkpoints.synthesize_videos.get().output.videos
-    names = sorted(p.stem for p in Path(videos_dir).glob("*.mp4"))
-    return expand(f"{FRAMES}/{{video}}", video=names)
+    """The frame folders of every annotated video (known once the checkpoint has run).
+
+    A stray .mp4 without annotated dives, or an annotated video without its .mp4, stops the
+    run here with one line naming the file, before any job starts.
+    """
+    out = checkpoints.synthesize_videos.get().output
+    return expand(f"{FRAMES}/{{video}}", video=videos_to_extract(out.videos, out.annotations))
 
 
 rule extract_frames_video:
