@@ -202,18 +202,7 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         previous = read_run_info(seed_dir)
         if previous.get("made_from") == info["made_from"]:   # the side file of this very training
             info = {**info, **previous}
-    info["git_commit"] = commit = git_commit()
-    tags = {"git_commit": commit, "dvc_stage": f"train@{run.variant}", "feature_fingerprint": data.fingerprint,
-            "annotations_sha256": data.annotations_digest, "variant": run.variant, "seed": str(run.seed),
-            "method": run.method, "exemplar_mode": run.mode, **run.tags}
-    if tracker is not None:
-        previous_id = info["mlflow_run_id"]
-        info["mlflow_run_id"] = tracker.start(f"{run.variant}-seed{run.seed}", params=_tracked_params(config),
-                                              tags=tags, run_id=previous_id)
-        if info["mlflow_run_id"] != previous_id:
-            write_json_atomic(seed_dir / "config.json", config)
-            tracker.log_artifact(info["mlflow_run_id"], seed_dir / "config.json")
-    write_run_info(seed_dir, info)       # before the first epoch: a killed job's resume finds its run
+    _open_run(run, config, data, tracker, seed_dir, info)
     run_id = info["mlflow_run_id"]
     provenance = dict(sorted(inputs.items()))
     epochs = run.train_cfg["epochs"]
@@ -249,6 +238,24 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         if finished and tracker is not None:
             _finish_run(tracker, run_id, history, seed_dir)
     return history
+
+
+def _open_run(run: SeedRun, config: dict[str, Any], data: DiveData, tracker: Tracker | None, seed_dir: Path,
+              info: dict[str, Any]) -> None:
+    """Start (or continue, when `info` names one) the seed's MLflow run; record it in run.json
+    before the first epoch, so that a killed job's resume finds it."""
+    info["git_commit"] = commit = git_commit()
+    tags = {"git_commit": commit, "dvc_stage": f"train@{run.variant}", "feature_fingerprint": data.fingerprint,
+            "annotations_sha256": data.annotations_digest, "variant": run.variant, "seed": str(run.seed),
+            "method": run.method, "exemplar_mode": run.mode, **run.tags}
+    if tracker is not None:
+        previous_id = info["mlflow_run_id"]
+        info["mlflow_run_id"] = tracker.start(f"{run.variant}-seed{run.seed}", params=_tracked_params(config),
+                                              tags=tags, run_id=previous_id)
+        if info["mlflow_run_id"] != previous_id:
+            write_json_atomic(seed_dir / "config.json", config)
+            tracker.log_artifact(info["mlflow_run_id"], seed_dir / "config.json")
+    write_run_info(seed_dir, info)
 
 
 def _tracked_params(config: dict[str, Any]) -> dict[str, Any]:
