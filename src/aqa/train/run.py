@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,4 +96,23 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
         run = seed_run(spec, params, seed, len(data.action_names))
         out[seed] = train_seed(run, data, pool, val, test, Path(out_dir) / f"seed{seed}", tracker,
                                max_epochs=max_epochs)
+    if max_epochs is None:
+        remove_unlisted_seeds(out_dir, train_cfg["seeds"])
     return out
+
+
+def remove_unlisted_seeds(out_dir: str | Path, seeds: list[int]) -> list[Path]:
+    """Delete seed folders params no longer lists, once the listed ones are trained.
+
+    The model folder is a persisted DVC output: a seed left over from earlier params would be
+    hashed into dvc.lock, so the ledger would depend on the folder's history rather than on the
+    current params (DVC's cache still holds the folder as it was committed).
+    """
+    wanted = {f"seed{s}" for s in seeds}
+    removed = []
+    for folder in sorted(Path(out_dir).glob("seed*")):
+        if folder.is_dir() and folder.name not in wanted and folder.name[4:].isdigit():
+            log.info("%s: seed not in params train.seeds %s, removed", folder, list(seeds))
+            shutil.rmtree(folder)
+            removed.append(folder)
+    return removed

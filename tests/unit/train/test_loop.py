@@ -241,3 +241,18 @@ def test_read_only_model_folder_keeps_the_stale_checkpoint(tiny, tmp_path):
         for folder in (tmp_path / "m", seed0):
             folder.chmod(0o755)
     assert {p.name: p.read_bytes() for p in seed0.iterdir()} == kept
+
+
+def test_seeds_dropped_from_params_leave_the_model_folder(tiny, tmp_path):
+    """Going from seeds [0, 1] to [0] removes seed1 once seed0 is trained: the persisted folder (and
+    so dvc.lock) depends on the current params, not on the folder's history."""
+    dives, cache, params = tiny
+    uri = sqlite_store(tmp_path)
+    params["train"]["seeds"] = [0, 1]
+    _fr(tiny, tmp_path / "m", uri)
+    assert {p.name for p in (tmp_path / "m").iterdir() if p.is_dir()} == {"seed0", "seed1"}
+    seed0 = (tmp_path / "m/seed0/checkpoint.pt").read_bytes()
+    params["train"]["seeds"] = [0]
+    _fr(tiny, tmp_path / "m", uri)
+    assert {p.name for p in (tmp_path / "m").iterdir() if p.is_dir()} == {"seed0"}
+    assert (tmp_path / "m/seed0/checkpoint.pt").read_bytes() == seed0      # skipped, not retrained
