@@ -56,6 +56,11 @@ TINY_VARIANTS = {
     "fsr": {"method": "fsr", "psnet": {"feature_dim": FEATURE_DIM, "head_hidden": [16]}, "hidden": [16]},
     "tsa": {"method": "tsa", "psnet": {"feature_dim": FEATURE_DIM, "head_hidden": [16]},
             "decoder": {"dim": FEATURE_DIM // 16, "heads": 2, "depth": 1}, "regressor_hidden": [16]},
+    # the baselines (direct: i3d_mlp, usdl, musdl; pairwise: core), small heads
+    "i3d_mlp": {"method": "i3d_mlp", "feature_dim": FEATURE_DIM, "hidden": [16]},
+    "usdl": {"method": "usdl", "feature_dim": FEATURE_DIM, "hidden": [16]},
+    "musdl": {"method": "musdl", "feature_dim": FEATURE_DIM, "hidden": [16]},
+    "core": {"method": "core", "feature_dim": FEATURE_DIM, "hidden": 16},
 }
 
 
