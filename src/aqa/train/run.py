@@ -74,9 +74,12 @@ def model_kwargs(spec: VariantSpec, data: DiveData, pool: np.ndarray) -> dict[st
     if spec.method == "fr_dn":   # the dive-number embedding needs the number of action types
         kwargs.setdefault("num_actions", len(data.action_names))
     pool_dives = data.dives.iloc[np.asarray(pool)]   # the annotation's float64 values, not the tensors' float32
-    implied = variant_settings(spec.method, spec.mode, score=pool_dives["dive_score"].to_numpy(np.float64),
-                               difficulty=pool_dives["difficulty"].to_numpy(np.float64),
-                               action=pool_dives["action_type"].astype(str).to_numpy(), config=kwargs)
+    try:
+        implied = variant_settings(spec.method, spec.mode, score=pool_dives["dive_score"].to_numpy(np.float64),
+                                   difficulty=pool_dives["difficulty"].to_numpy(np.float64),
+                                   action=pool_dives["action_type"].astype(str).to_numpy(), config=kwargs)
+    except ValueError as exc:   # e.g. CoRe w/ DN on a pool where no action type has two dives
+        raise VariantError(f"{spec.name}: {exc}") from None
     return {**implied, **kwargs}
 
 
