@@ -184,7 +184,7 @@ def test_table4_variant_must_be_a_trained_variant(repo_params):
     p = copy.deepcopy(repo_params)
     p["make_report"]["table4_variant"] = "nonexistent"
     assert ("make_report.table4_variant = 'nonexistent' is not a key of train.variants "
-            "(fr, fr_asym, fr_dn, fsr, tsa)") in _refused(p)
+            "(fr, fr_asym, fr_dn, fsr, tsa, i3d_mlp, usdl, musdl, core)") in _refused(p)
 
 
 def test_gap_frames_must_be_min_then_max(repo_params):

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
-from aqa.evaluate.floor import action_type_floor
+from aqa.evaluate.floor import action_type_floor, difficulty_floor
 from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, votes_metrics
 from aqa.io import atomic_path, write_json_atomic
 from aqa.models.registry import is_pairwise as is_pairwise_method
@@ -246,6 +246,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
             str(m): {"honest": summarize([e["by_num_exemplars"][str(m)] for e in per_seed])} for m in counts}
     result.update({
         "floor": action_type_floor(data.dives),
+        "floor_difficulty": difficulty_floor(data.dives),
         "per_seed": per_seed,
         "units": "rl2_x100 = R-l2 x 100; aiou50/aiou75 are fractions in [0, 1]; std over seeds (ddof=1)",
     })
