@@ -99,7 +99,8 @@ def panel_tensors(dives: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torc
     values are passed as they are (impossible ones included: the method decides, docs/METHODS.md D4).
     """
     n = len(dives)
-    difficulty = torch.as_tensor(dives["difficulty"].to_numpy(np.float32)) if "difficulty" in dives \
+    # np.array copies: a column's own array may be read-only, which torch warns about
+    difficulty = torch.from_numpy(np.array(dives["difficulty"], dtype=np.float32)) if "difficulty" in dives \
         else torch.full((n,), float("nan"))
     panels = [[] if p is None else list(p) for p in dives["judge_scores"]] if "judge_scores" in dives \
         else [[] for _ in range(n)]
@@ -107,8 +108,8 @@ def panel_tensors(dives: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torc
     judges = np.full((n, width), np.nan, dtype=np.float32)
     for i, p in enumerate(panels):
         judges[i, :len(p)] = p
-    num = dives["num_judges"].to_numpy(np.int64) if "num_judges" in dives else np.array(list(map(len, panels)))
-    return difficulty, torch.from_numpy(judges), torch.as_tensor(num, dtype=torch.long)
+    num = np.array(dives["num_judges"] if "num_judges" in dives else list(map(len, panels)), dtype=np.int64)
+    return difficulty, torch.from_numpy(judges), torch.from_numpy(num)
 
 
 def uses_maps(model: torch.nn.Module) -> bool:

@@ -100,6 +100,15 @@ def test_direct_evaluation_equals_the_models_own_prediction(tiny, tmp_path, monk
         history = json.loads((tmp_path / f"m/seed{seed}/history.json").read_text())
         assert history[best["epoch"] - 1]["test"]["rho"] == pytest.approx(honest["rho"], abs=1e-12)
     assert metrics["scoring"] == "direct" and metrics["num_exemplars"] is None
+    # MLflow: a run per seed with its per-epoch metrics, each evaluation nested under its training
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("finediving").experiment_id])
+    trains = {r.info.run_id: r for r in runs if r.data.tags.get("dvc_stage") == f"train@{variant}"}
+    evals = [r for r in runs if r.data.tags.get("dvc_stage") == f"evaluate@{variant}"]
+    assert len(trains) == len(evals) == 2 and {r.data.tags["mlflow.parentRunId"] for r in evals} == set(trains)
+    assert all(len(client.get_metric_history(i, "train_loss")) == params["train"]["epochs"] for i in trains)
     assert "by_num_exemplars" not in metrics and "by_num_exemplars" not in metrics["per_seed"][0]
     assert set(metrics["honest"]) == set(metrics["paper"]) == {"rho", "rl2_x100", "l2"}
     assert set(metrics["floor"]) == {"rho", "rl2_x100", "l2"}
