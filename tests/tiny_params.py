@@ -12,6 +12,9 @@ def shrink(params: dict) -> dict:
     p["extract_frames"].update(height=64, workers=1)
     p["extract_features"].update(workers=0, batch_snippets=9)
     p["train"].update(seeds=[0], epochs=2, batch_size=2)
+    for variant in p["train"]["variants"].values():   # a variant's own training settings, shrunk too
+        if "epochs" in variant.get("train", {}):
+            variant["train"]["epochs"] = 2
     p["evaluate"].update(num_exemplars=2)
     validate_params(p, "tiny params")
     return p

@@ -19,22 +19,32 @@ from aqa.data.schema import DIVES_SCHEMA, table_from_rows, write_parquet_atomic
 from aqa.features.cache import MANIFEST, MAPS, POOLED, dive_dir
 
 
-def make_dives(num_dives: int = 24, *, num_actions: int = 3, test_fraction: float = 0.3, seed: int = 0
-               ) -> list[dict]:
+def panel_score(judges: np.ndarray, dd: float) -> float:
+    """FineDiving's rule for a panel of 7 (middle three), 5 (0.6 x sum) or 3 (sum) judges, x DD."""
+    if judges.size == 7:
+        return float(np.sort(judges)[2:5].sum() * dd)
+    return float((0.6 if judges.size == 5 else 1.0) * judges.sum() * dd)
+
+
+def make_dives(num_dives: int = 24, *, num_actions: int = 3, test_fraction: float = 0.3, seed: int = 0,
+               panels: tuple[int, ...] | None = None) -> list[dict]:
+    """`panels`: judge counts cycled over the dives, scores by FineDiving's rule for each
+    (panel_score); None: five judges and the sum of the middle three, as the older tests had."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(num_dives):
         video, idx = f"v{i // 10:02d}", i % 10
         dd = 2.0 + 0.4 * (i % num_actions)
-        judges = np.round(rng.uniform(5.0, 9.5, size=5) * 2) / 2
+        judges = np.round(rng.uniform(5.0, 9.5, size=5 if panels is None else panels[i % len(panels)]) * 2) / 2
+        score = float(np.sort(judges)[1:4].sum() * dd) if panels is None else panel_score(judges, dd)
         t1 = int(rng.integers(10, 40))
         t2 = int(rng.integers(55, 90))
         rows.append({
             "key": f"{video}/{idx}", "video": video, "idx": idx,
             "split": "test" if rng.random() < test_fraction else "train",
             "action_type": f"{101 + i % num_actions}B", "difficulty": dd,
-            "dive_score": float(np.sort(judges)[1:4].sum() * dd), "judge_scores": judges.tolist(),
-            "num_judges": 5, "start_frame": 100 * i, "end_frame": 100 * i + 95, "num_frames": 96,
+            "dive_score": score, "judge_scores": judges.tolist(),
+            "num_judges": judges.size, "start_frame": 100 * i, "end_frame": 100 * i + 95, "num_frames": 96,
             "frame_labels": [0] * t1 + [1] * (t2 - t1) + [2] * (96 - t2),
             "steps_transit_frames": [t1, t2], "transitions_96": [t1, t2],
         })
@@ -56,6 +66,11 @@ TINY_VARIANTS = {
     "fsr": {"method": "fsr", "psnet": {"feature_dim": FEATURE_DIM, "head_hidden": [16]}, "hidden": [16]},
     "tsa": {"method": "tsa", "psnet": {"feature_dim": FEATURE_DIM, "head_hidden": [16]},
             "decoder": {"dim": FEATURE_DIM // 16, "heads": 2, "depth": 1}, "regressor_hidden": [16]},
+    # the baselines (direct: i3d_mlp, usdl, musdl; pairwise: core), small heads
+    "i3d_mlp": {"method": "i3d_mlp", "feature_dim": FEATURE_DIM, "hidden": [16]},
+    "usdl": {"method": "usdl", "feature_dim": FEATURE_DIM, "hidden": [16]},
+    "musdl": {"method": "musdl", "feature_dim": FEATURE_DIM, "hidden": [16]},
+    "core": {"method": "core", "feature_dim": FEATURE_DIM, "hidden": 16},
 }
 
 
@@ -77,7 +92,7 @@ def write_cache(root: Path, rows: list[dict], *, views: int = 2, seed: int = 0, 
 
 
 def tiny_dataset(tmp: Path, num_dives: int = 24, **kw) -> tuple[Path, Path, list[dict]]:
-    """(dives.parquet under a 'finediving' folder, cache root, rows)."""
+    """(dives.parquet under a 'finediving' folder, cache root, rows); `kw` go to make_dives."""
     rows = make_dives(num_dives, **kw)
     dives = write_dives(tmp / "annotations" / "finediving" / "dives.parquet", rows)
     cache = write_cache(tmp / "features", rows)

@@ -206,7 +206,8 @@ def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_d
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
 def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives_parquet, metrics_path,
                  predictions_dir, tracking_uri):
-    """Multi-exemplar voting on the test split; paper and honest protocols side by side."""
+    """Score the test split (multi-exemplar voting, or each dive's own prediction for the direct
+    methods); paper and honest protocols side by side."""
     from aqa.evaluate.run import evaluate_variant
 
     params = load_params(params_path)

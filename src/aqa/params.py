@@ -220,11 +220,18 @@ def variant_errors(params: dict[str, Any]) -> list[str]:
 
     Imports the models (torch), so `check_params` runs it, not every stage's `load_params`.
     """
+    from aqa.models.registry import is_pairwise
+
     snippets = params["extract_features"]["num_snippets"]
     scale = params["convert_annotations"]["num_frames"]
     problems = []
     for name, variant in params["train"]["variants"].items():
         problems += _variant_errors(f"train.variants.{name}", variant, snippets, scale)
+    table4 = params["make_report"]["table4_variant"]
+    method = params["train"]["variants"].get(table4, {}).get("method")
+    if method is not None and not is_pairwise(method):
+        problems.append(f"make_report.table4_variant = {table4!r}: Table 4 varies the number of voting exemplars, "
+                        f"and {method} predicts each dive directly (no exemplars); name a pairwise variant")
     return problems
 
 
@@ -232,12 +239,16 @@ def _variant_errors(where: str, variant: dict[str, Any], snippets: int, scale: i
     from dataclasses import fields
 
     from aqa.models.psnet import PSNetConfig
-    from aqa.models.registry import _NESTED, config_fields
+    from aqa.models.registry import _NESTED, MODE_SETTINGS, config_fields
 
-    settings = {k: v for k, v in variant.items() if k != "method"}
-    accepted = config_fields(variant["method"])
+    settings = {k: v for k, v in variant.items() if k not in ("method", "train")}
+    decided = MODE_SETTINGS.get(variant["method"], frozenset())
+    accepted = config_fields(variant["method"]) - decided
     unknown = sorted(set(settings) - accepted)
     if unknown:
+        if set(unknown) <= decided:
+            return [f"{where}: {unknown} are set by the exemplar mode and the training pool for method "
+                    f"{variant['method']} (docs/METHODS.md), not in params"]
         return [f"{where}: unknown model settings {unknown} for method {variant['method']} "
                 f"(accepted: {', '.join(sorted(accepted))})"]
     for key, cls in _NESTED.items():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -48,7 +49,9 @@ def project(tmp_path, tiny_params) -> Path:
     p["synthesize_videos"]["dives_per_video"] = 6
     p["extract_features"]["flip_view"] = False
     p["fetch_i3d"]["weights_path"] = str(weights)
-    p["train"]["variants"] = {"fr": {"method": "fr"}, "tsa": {"method": "tsa"}}
+    # pairwise (fr, tsa, and CoRe with its groups from the pool) and a direct method (MUSDL)
+    p["train"]["variants"] = {"fr": {"method": "fr"}, "tsa": {"method": "tsa"}, "core": {"method": "core"},
+                              "musdl": {"method": "musdl", "train": {"lr": 1e-4}}}
     p["train"]["exemplar_modes"] = ["dn"]
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
@@ -64,10 +67,16 @@ def test_dvc_repro_runs_the_dag_then_does_nothing(project):
     dvc = str(BIN / "dvc")
     _run([dvc, "repro"], project)
 
-    for variant in ("fr-dn", "tsa-dn"):
+    for variant in ("fr-dn", "tsa-dn", "core-dn", "musdl-dn"):
         metrics = json.loads((project / f"reports/metrics/{variant}.json").read_text())
         assert metrics["variant"] == variant
         assert {"honest", "paper"} <= set(metrics)
+        assert metrics["scoring"] == ("direct" if variant == "musdl-dn" else "voting")
+    with open(project / "reports/tables/finediving_table2.csv", newline="") as f:
+        table2 = {(r[0], r[1]): r[2:] for r in csv.reader(f)}
+    for method in ("MUSDL", "CoRe", "TSA"):     # w/ DN only in this params
+        honest = table2[(method, "ours, honest")]
+        assert honest[:2] == ["not run"] * 2 and " ± " in honest[2], honest
     for n in (2, 3, 4):
         for ext in ("md", "csv", "tex"):
             assert (project / f"reports/tables/finediving_table{n}.{ext}").stat().st_size > 0

@@ -148,3 +148,40 @@ def test_read_only_variant_folder_does_not_empty_the_seed_folder(tmp_path, tiny_
     ckpt = load_checkpoint(seed0 / "checkpoint.pt")
     assert ckpt["finished"] and ckpt["config"]["train"]["lr"] == 0.5
     assert {"checkpoint.pt", "best_val.pt", "history.json", "run.json"} <= {p.name for p in seed0.iterdir()}
+
+
+def test_baselines_train_evaluate_and_fill_table2(tmp_path, tiny_params):
+    """USDL, MUSDL (direct) and CoRe (pairwise) through `aqa train`, `aqa evaluate` and
+    `aqa make-report` on a tiny cache with panels of 7, 5 and 3 judges (w/ DN; both modes of each
+    method run in tests/unit/train/test_baselines.py)."""
+    import copy
+    import csv
+
+    dives, cache, _ = tiny_dataset(tmp_path, 30, panels=(7, 5, 3))
+    p = small_train_params(tiny_params, epochs=2)
+    p["train"]["variants"] = {k: copy.deepcopy(p["train"]["variants"][k]) for k in ("usdl", "musdl", "core")}
+    p["train"]["variants"]["musdl"]["train"] = {"lr": 1e-4, "batch_size": 4}
+    p["train"]["exemplar_modes"] = ["dn"]
+    p["make_report"]["table4_variant"] = "core"
+    params = write_params(tmp_path / "params.yaml", p)
+    uri = sqlite_store(tmp_path)
+    for variant in ("usdl-dn", "musdl-dn", "core-dn"):
+        models = tmp_path / "models" / variant
+        _aqa("train", "--params", params, "--variant", variant, "--features", cache, "--annotations", dives,
+             "--out", models, "--tracking-uri", uri, cwd=tmp_path)
+        _aqa("evaluate", "--params", params, "--variant", variant, "--models", models, "--features", cache,
+             "--annotations", dives, "--metrics", tmp_path / f"metrics/{variant}.json",
+             "--predictions", tmp_path / f"pred/{variant}", "--tracking-uri", uri, cwd=tmp_path)
+        metrics = json.loads((tmp_path / f"metrics/{variant}.json").read_text())
+        assert metrics["scoring"] == ("voting" if variant.startswith("core") else "direct")
+        assert set(metrics["honest"]) == {"rho", "rl2_x100", "l2"}
+    _aqa("make-report", "--params", params, "--metrics", tmp_path / "metrics", "--out", tmp_path / "tables",
+         cwd=tmp_path)
+    with open(tmp_path / "tables/finediving_table2.csv", newline="") as f:
+        rows = {(r[0], r[1]): r[2:] for r in csv.reader(f)}
+    for method in ("USDL", "MUSDL", "CoRe"):
+        for protocol in ("ours, honest", "ours, paper protocol"):
+            w_o, w = rows[(method, protocol)][:2], rows[(method, protocol)][2:]
+            assert w_o == ["not run"] * 2 and all(" ± " in cell for cell in w), rows[(method, protocol)]
+    assert rows[("TSA", "ours, honest")] == ["not run"] * 4
+    assert rows[("MUSDL", "published")] == ["0.8427", "0.5733", "0.8978", "0.3704"]

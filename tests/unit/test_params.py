@@ -184,7 +184,7 @@ def test_table4_variant_must_be_a_trained_variant(repo_params):
     p = copy.deepcopy(repo_params)
     p["make_report"]["table4_variant"] = "nonexistent"
     assert ("make_report.table4_variant = 'nonexistent' is not a key of train.variants "
-            "(fr, fr_asym, fr_dn, fsr, tsa)") in _refused(p)
+            "(fr, fr_asym, fr_dn, fsr, tsa, i3d_mlp, usdl, musdl, core)") in _refused(p)
 
 
 def test_gap_frames_must_be_min_then_max(repo_params):
@@ -210,6 +210,41 @@ def test_variant_model_settings_are_checked_before_training(repo_params):
     p["convert_annotations"].update(num_frames=100)
     assert variant_errors(p) == ["train.variants.fsr: PSNet has 96 frame slots, convert_annotations.num_frames = 100",
                                  "train.variants.tsa: PSNet has 96 frame slots, convert_annotations.num_frames = 100"]
+
+
+def test_baseline_variants_and_their_own_training_settings(repo_params):
+    from aqa.params import variant_errors
+
+    p = copy.deepcopy(repo_params)
+    p["train"]["variants"] = {"usdl": {"method": "usdl", "sigma": 4.0, "train": {"lr": 1e-4, "epochs": 100}},
+                              "core": {"method": "core", "theta": 115, "train": {"batch_size": 2}}}
+    p["make_report"]["table4_variant"] = "core"
+    validate_params(p)
+    assert variant_errors(p) == []
+    bad = copy.deepcopy(p)
+    bad["train"]["variants"]["usdl"]["train"]["seeds"] = [0]      # not a per-variant key
+    assert "train.variants.usdl.train.seeds: unknown key" in _refused(bad)
+    bad = copy.deepcopy(p)
+    bad["train"]["variants"]["usdl"]["train"]["lr"] = 0
+    assert "train.variants.usdl.train.lr" in _refused(bad)
+    bad = copy.deepcopy(p)
+    bad["train"]["variants"]["core"]["edges"] = [1, 2, 3, 4, 5, 6, 7]   # the training pool decides them
+    bad["train"]["variants"]["usdl"]["use_dd"] = True                  # the exemplar mode decides it
+    assert variant_errors(bad) == [
+        "train.variants.usdl: ['use_dd'] are set by the exemplar mode and the training pool for method usdl "
+        "(docs/METHODS.md), not in params",
+        "train.variants.core: ['edges'] are set by the exemplar mode and the training pool for method core "
+        "(docs/METHODS.md), not in params"]
+
+
+def test_table4_variant_must_vote(repo_params):
+    from aqa.params import variant_errors
+
+    p = copy.deepcopy(repo_params)
+    p["train"]["variants"]["musdl"] = {"method": "musdl"}
+    p["make_report"]["table4_variant"] = "musdl"
+    (problem,) = variant_errors(p)
+    assert problem.startswith("make_report.table4_variant = 'musdl': Table 4 varies the number of voting exemplars")
 
 
 def test_cross_key_checks_run_only_on_a_schema_valid_file(repo_params):

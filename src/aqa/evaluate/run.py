@@ -22,9 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aqa.evaluate.floor import action_type_floor
+from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
+from aqa.evaluate.floor import action_type_floor, difficulty_floor
 from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, votes_metrics
 from aqa.io import atomic_path, write_json_atomic
+from aqa.models.registry import is_pairwise as is_pairwise_method
 from aqa.provenance import EVALUATE_CODE, code_fingerprint, footage, metrics_provenance, sha256_file
 from aqa.train.checkpoint import CheckpointError, git_commit, load_checkpoint, read_run_info
 from aqa.train.data import DiveData, load_dive_data
@@ -109,7 +111,8 @@ def predictions_frame(data: DiveData, rows: np.ndarray, votes: Votes) -> pd.Data
 
 @dataclass
 class SeedResult:
-    by_m: dict[int, dict[str, float]]        # honest metrics for each M
+    honest: dict[str, float]                 # honest metrics (main M for voted methods)
+    by_m: dict[int, dict[str, float]]        # honest metrics for each M ({} for direct methods)
     gt: dict[str, float] | None              # honest metrics with ground-truth transitions, main M
     predictions: pd.DataFrame
     checkpoint: dict[str, Any]
@@ -128,7 +131,8 @@ def load_trained(spec: VariantSpec, params: dict[str, Any], data: DiveData, seed
         best = load_checkpoint(path, map_location=device)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}; {retrain_advice(spec.name, seed_dir)}") from None
-    config = seed_run(spec, params, seed, len(data.action_names)).config()
+    pool, _, _ = split_rows(data, params["train"])
+    config = seed_run(spec, params, seed, data, pool).config()
     reason = stale_reason(best, config, training_inputs(config, data.annotations_digest, data.fingerprint))
     if reason:
         raise CheckpointError(f"{path}: {reason}; {retrain_advice(spec.name, seed_dir)}")
@@ -137,15 +141,22 @@ def load_trained(spec: VariantSpec, params: dict[str, Any], data: DiveData, seed
 
 def evaluate_seed(data: DiveData, best: dict[str, Any], *, mode: str, counts: list[int], eval_cfg: dict[str, Any],
                   device: torch.device) -> SeedResult:
-    """Honest metrics of the best-validation checkpoint `best` for every M in `counts`, predictions
-    at eval_cfg.num_exemplars.
+    """Honest metrics of the best-validation checkpoint `best`: voted methods for every M in
+    `counts` (predictions at eval_cfg.num_exemplars), direct methods by their own prediction.
 
     One vote with max(counts) exemplars serves every M: a dive's first M exemplars are its M-set.
     """
     model = build(best["config"], device)
     model.load_state_dict(best["model"])
     pool, _, test = split_rows(data, best["config"]["train"])
-    m_main, amp = eval_cfg["num_exemplars"], best["config"]["train"]["amp"]
+    amp = best["config"]["train"]["amp"]
+    if not is_pairwise(model):
+        pred = predict_rows(model, data, test, batch_size=eval_cfg["batch_size"], amp=amp)
+        honest = report_metrics(prediction_metrics(pred, data, test))
+        votes = Votes(pred=pred, per_exemplar=np.empty((test.size, 0)), pred_transitions=None)
+        return SeedResult(honest=honest, by_m={}, gt=None, predictions=predictions_frame(data, test, votes),
+                          checkpoint=best)
+    m_main = eval_cfg["num_exemplars"]
     ex = exemplar_rows(data, test, pool, mode, max(counts), eval_cfg["exemplar_seed"])
     # each dive encoded once for both votes
     enc = shared_encodings(model, data, np.concatenate([test, pool]), batch_size=eval_cfg["batch_size"], amp=amp)
@@ -159,7 +170,12 @@ def evaluate_seed(data: DiveData, best: dict[str, Any], *, mode: str, counts: li
                         transitions="gt", amp=amp, encoded=enc["gt"])
         gt = report_metrics(votes_metrics(gt_votes, data, test))
         preds["predicted_gt"] = gt_votes.pred.astype(float)
-    return SeedResult(by_m=by_m, gt=gt, predictions=preds, checkpoint=best)
+    return SeedResult(honest=by_m[m_main], by_m=by_m, gt=gt, predictions=preds, checkpoint=best)
+
+
+def _pairs(settings: dict[str, Any]) -> list[list[Any]]:
+    """Settings as sorted [key, value] pairs (not an object: `dvc metrics show` would print them)."""
+    return sorted([k, v] for k, v in settings.items())
 
 
 def _read_history(path: Path, variant: str) -> list[dict[str, Any]]:
@@ -195,6 +211,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     models = {f"seed{seed}/{name}": sha256_file(d / name)
               for seed, d in seed_dirs.items() for name in (BEST_VAL, HISTORY)}
     tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
+    direct = not is_pairwise_method(spec.method)
     per_seed, gt_seeds = [], []
     for seed, seed_dir in seed_dirs.items():
         res = evaluate_seed(data, trained[seed], mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)
@@ -202,9 +219,10 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         pred_path = predictions_dir / f"seed{seed}.parquet"
         with atomic_path(pred_path) as tmp:
             res.predictions.to_parquet(tmp, index=False)
-        entry = {"seed": seed, "best_epoch": res.checkpoint["epoch"] - 1, "honest": res.by_m[m_main],
-                 "paper": paper_metrics(history, "test"),
-                 "by_num_exemplars": {str(m): v for m, v in res.by_m.items()}}
+        entry = {"seed": seed, "best_epoch": res.checkpoint["epoch"] - 1, "honest": res.honest,
+                 "paper": paper_metrics(history, "test")}
+        if not direct:
+            entry["by_num_exemplars"] = {str(m): v for m, v in res.by_m.items()}
         per_seed.append(entry)
         if res.gt is not None:
             gt_seeds.append({"seed": seed, "honest": res.gt, "paper": paper_metrics(history, "test_gt")})
@@ -214,16 +232,24 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
                  entry["paper"].get("rho", float("nan")))
     result = {
         "variant": spec.name, "method": spec.method, "exemplar_mode": spec.mode,
+        "scoring": "direct" if direct else "voting",
+        # the model's config as trained: the variant's settings and what the exemplar mode and the
+        # training pool imply (CoRe's group edges, use_dd); the same for every seed
+        "model_settings": _pairs(next(iter(trained.values()))["config"]["model_kwargs"]),
         "footage": footage(params),
-        "seeds": list(params["train"]["seeds"]), "num_exemplars": m_main,
+        "seeds": list(params["train"]["seeds"]), "num_exemplars": None if direct else m_main,
         "honest": summarize([e["honest"] for e in per_seed]),
         "paper": summarize([e["paper"] for e in per_seed]),
-        "by_num_exemplars": {str(m): {"honest": summarize([e["by_num_exemplars"][str(m)] for e in per_seed])}
-                             for m in counts},
+    }
+    if not direct:   # Table 4's M sweep: voting only (a direct method has no exemplars)
+        result["by_num_exemplars"] = {
+            str(m): {"honest": summarize([e["by_num_exemplars"][str(m)] for e in per_seed])} for m in counts}
+    result.update({
         "floor": action_type_floor(data.dives),
+        "floor_difficulty": difficulty_floor(data.dives),
         "per_seed": per_seed,
         "units": "rl2_x100 = R-l2 x 100; aiou50/aiou75 are fractions in [0, 1]; std over seeds (ddof=1)",
-    }
+    })
     if gt_seeds:
         result["gt_transitions"] = {"honest": summarize([e["honest"] for e in gt_seeds]),
                                     "paper": summarize([e["paper"] for e in gt_seeds]), "per_seed": gt_seeds}
@@ -245,7 +271,7 @@ def _track(tracker: Tracker, variant: str, seed: int, entry: dict[str, Any], gt:
                            tags=tags, parent_run_id=train_run_id)
     metrics = {f"honest_{k}": v for k, v in entry["honest"].items()}
     metrics.update({f"paper_{k}": v for k, v in entry["paper"].items()})
-    for m, v in entry["by_num_exemplars"].items():
+    for m, v in entry.get("by_num_exemplars", {}).items():
         metrics.update({f"honest_M{m}_{k}": x for k, x in v.items()})
     if gt is not None:
         for protocol in ("honest", "paper"):

@@ -63,22 +63,32 @@ def reads_maps(method: str) -> bool:
     return _method(method).reads_maps
 
 
+# Settings that the exemplar mode and the training pool decide (`variant_settings`), which a
+# variant in params.yaml may not set itself.
+MODE_SETTINGS: dict[str, frozenset[str]] = {
+    "usdl": frozenset({"use_dd"}), "i3d_mlp": frozenset({"use_dd"}), "core": frozenset({"use_dd", "edges"}),
+}
+
+
 def variant_settings(method: str, mode: str, *, score: np.ndarray, difficulty: np.ndarray,
-                     action: np.ndarray) -> dict[str, Any]:
+                     action: np.ndarray, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config the exemplar mode (dn | nodn) and the training pool's dives imply, to merge
     into the variant's params before `build_model` (arrays (N,) of the pool's score, degree of
-    difficulty and action type). {} for methods whose modes differ only in the exemplars.
+    difficulty and action type; `config` the variant's own settings, which win over these for
+    the keys they set, except MODE_SETTINGS). {} for methods whose modes differ only in the
+    exemplars.
 
     usdl, i3d_mlp: dn = the with-DD reading (y / DD learnt, x DD at prediction), nodn = raw score
-    (BASELINES D2 R2). core: use_dd, theta and the group edges of the pool (D7, D8). musdl: {}
-    (it always uses the judges and DD; its nodn row is the same model, D2)."""
+    (BASELINES D2 R2). core: use_dd, theta and the group edges of the pool for the tree's depth
+    (D7, D8). musdl: {} (it always uses the judges and DD; its nodn row is the same model, D2)."""
     _method(method)
     if mode not in ("dn", "nodn"):
         raise ValueError(f"exemplar mode must be 'dn' or 'nodn', got {mode!r}")
     if method in ("usdl", "i3d_mlp"):
         return {"use_dd": mode == "dn"}
     if method == "core":
-        return core_pool_settings(score, difficulty, action, mode)
+        depth = (config or {}).get("depth", CoReConfig.depth)
+        return core_pool_settings(score, difficulty, action, mode, depth=depth)
     return {}
 
 

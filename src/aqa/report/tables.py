@@ -33,7 +33,18 @@ NOT_RUN = "not run"
 NA = "–"  # not applicable / not reported
 MODES = (("nodn", "w/o DN"), ("dn", "w/ DN"))
 PROTOCOLS = (("paper", "ours, paper protocol"), ("honest", "ours, honest"))
-TABLE2_ROWS = (("usdl", "USDL"), ("musdl", "MUSDL"), ("core", "CoRe"), ("tsa", "TSA"))
+# I3D+MLP is not in the paper's Table 2: an extra row, labelled so, without published numbers.
+TABLE2_ROWS = (("usdl", "USDL"), ("musdl", "MUSDL"), ("core", "CoRe"), ("tsa", "TSA"),
+               ("i3d_mlp", "I3D+MLP (extra row)"))
+TABLE2_NOTES = (
+    "The paper defines w/o DN and w/ DN by the exemplars only; for the baselines (docs/METHODS.md, "
+    "BASELINES.md D2): USDL and I3D+MLP w/o DN regress the raw score, w/ DN the execution part "
+    "score / DD times the dive's DD; MUSDL always assembles its predicted judge scores times the DD, "
+    "so its two columns are the same model trained twice; CoRe w/o DN compares raw scores with any "
+    "exemplar, w/ DN score / DD with exemplars of the same dive number. "
+    "I3D+MLP is not in Xu et al. 2022 (FineParser's Table 1 lists it on FineDiving-HM, another "
+    "setting): no published number beside it. The baselines train on the frozen cached I3D "
+    "features; their sources fine-tune I3D.")
 TABLE3_ROWS = (("fr", "F+R"), ("fr_asym", "F+R*"), ("fr_dn", "F+R#"), ("fsr", "F+S+R"), ("tsa", "TSA"),
                ("tsa_dagger", "TSA-dagger"))
 # Rows measured with ground-truth transitions at test: the "gt_transitions" block of the base
@@ -210,7 +221,9 @@ def _method_table(name: str, methods, keys: tuple[str, ...], metrics, params) ->
 
 
 def table2(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
-    return _method_table("finediving_table2", TABLE2_ROWS, ("rho", "rl2_x100"), metrics, params)
+    table = _method_table("finediving_table2", TABLE2_ROWS, ("rho", "rl2_x100"), metrics, params)
+    table.caption += " " + TABLE2_NOTES
+    return table
 
 
 def table3(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
@@ -233,7 +246,11 @@ def check_table4_variant(params: dict[str, Any]) -> str:
 
 def table4(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
     cfg = params["make_report"]
-    result = metrics.get(check_table4_variant(params))
+    name = check_table4_variant(params)
+    result = metrics.get(name)
+    if result is not None and result.get("scoring") == "direct":
+        raise ReportError(f"params make_report.table4_variant: Table 4 varies the number of voting exemplars, "
+                          f"and {name} ({result.get('method')}) predicts each dive directly; name a pairwise variant")
     keys = ("rho", "rl2_x100", "aiou50", "aiou75")
     header = ["M", "Result", "rho", "R-l2", "AIoU@0.5", "AIoU@0.75"]
     rows = []

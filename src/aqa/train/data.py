@@ -37,6 +37,19 @@ class DiveData:
     action_names: list[str]      # sorted action types of all splits
     fingerprint: str             # feature-cache fingerprint the tensors came from
     annotations_digest: str = ""  # content digest of dives.parquet (aqa.provenance)
+    # The panel of each dive, for the methods that read it (USDL-DD, MUSDL, CoRe w/ DN, I3D+MLP
+    # w/ DD); taken from `dives` (columns difficulty, judge_scores, num_judges) when not given.
+    difficulty: torch.Tensor | None = None   # (N,) float32
+    judges: torch.Tensor | None = None       # (N, J) float32, NaN-padded; J = max(7, largest panel)
+    num_judges: torch.Tensor | None = None   # (N,) long
+
+    def __post_init__(self):
+        if self.difficulty is None or self.judges is None or self.num_judges is None:
+            difficulty, judges, num_judges = panel_tensors(self.dives)
+            device = self.pooled.device
+            self.difficulty = difficulty.to(device) if self.difficulty is None else self.difficulty
+            self.judges = judges.to(device) if self.judges is None else self.judges
+            self.num_judges = num_judges.to(device) if self.num_judges is None else self.num_judges
 
     @property
     def keys(self) -> list[str]:
@@ -67,18 +80,44 @@ class DiveData:
             "score": self.score[idx],                     # (B,)
             "transitions": self.transitions[idx],         # (B, 2)
             "action": self.action[idx],                   # (B,)
+            "difficulty": self.difficulty[idx],           # (B,)
+            "judges": self.judges[idx],                   # (B, J) NaN-padded
+            "num_judges": self.num_judges[idx],           # (B,)
         }
         if with_maps:
             out["maps"] = self.maps[idx, v].float()       # (B, 9, 1024, 4, 4)
         return out
 
 
-# Methods of the registry that never read the spatial maps.
-MAPLESS_METHODS = frozenset({"fr", "fr_asym", "fr_dn", "fsr"})
+JUDGE_SLOTS = 7  # the widest panel (FineDiving's and MTL-AQA's 7 judges)
+
+
+def panel_tensors(dives: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(difficulty (N,) float32, judges (N, J) float32 NaN-padded, num_judges (N,) long) of `dives`.
+
+    J = 7, or the largest panel if wider. A dive's judges stay in stored (panel) order; the
+    values are passed as they are (impossible ones included: the method decides, docs/METHODS.md D4).
+    """
+    n = len(dives)
+    # np.array copies: a column's own array may be read-only, which torch warns about
+    difficulty = torch.from_numpy(np.array(dives["difficulty"], dtype=np.float32)) if "difficulty" in dives \
+        else torch.full((n,), float("nan"))
+    panels = [[] if p is None else list(p) for p in dives["judge_scores"]] if "judge_scores" in dives \
+        else [[] for _ in range(n)]
+    width = max([JUDGE_SLOTS, *map(len, panels)])
+    judges = np.full((n, width), np.nan, dtype=np.float32)
+    for i, p in enumerate(panels):
+        judges[i, :len(p)] = p
+    num = np.array(dives["num_judges"] if "num_judges" in dives else list(map(len, panels)), dtype=np.int64)
+    return difficulty, torch.from_numpy(judges), torch.from_numpy(num)
 
 
 def uses_maps(model: torch.nn.Module) -> bool:
-    return getattr(model, "method", None) not in MAPLESS_METHODS
+    """Whether the model reads batch["maps"] (16x the pooled features): the registry says, by method."""
+    from aqa.models.registry import METHODS
+
+    method = getattr(model, "method", None)
+    return method not in METHODS or METHODS[method].reads_maps
 
 
 def _transitions(dives: pd.DataFrame, path: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
 from aqa.evaluate.voting import autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
 from aqa.provenance import sha256_json, training_section
@@ -118,28 +119,46 @@ def _better(value: float | None, best: float | None) -> bool:
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 data: DiveData, pool_rows: np.ndarray, run: SeedRun, epoch: int) -> dict[str, float]:
-    """One pass over the training pool; returns the mean loss parts."""
+    """One pass over the training pool; returns the mean loss parts.
+
+    Pairwise models: each query with one exemplar drawn for the epoch. Direct models
+    (`model.pairwise` False): each dive on its own, no exemplar drawn.
+    """
     cfg = run.train_cfg
     rng = epoch_rng(run.seed, epoch)
     torch.manual_seed(int(rng.integers(2**62)))     # dropout etc.: fixed per epoch, resume-proof
-    transitions = "gt" if epoch / cfg["epochs"] <= cfg["prob_tas_threshold"] else "pred"
-    actions = data.action.cpu().numpy()[pool_rows]
     n = pool_rows.size
     order = rng.permutation(n)
-    exemplar = sample_train_exemplars(actions, run.mode, rng)
     views = data.views if cfg["use_flip_view"] else 1
-    view_q, view_e = rng.integers(0, views, size=n), rng.integers(0, views, size=n)
-    model.train()
     maps = uses_maps(model)
+    if not is_pairwise(model):
+        view_q = rng.integers(0, views, size=n)
+        return _run_batches(model, optimizer, scaler, data, order, cfg, lambda sel: (
+            data.batch(pool_rows[sel], view_q[sel], with_maps=maps),))
+    transitions = "gt" if epoch / cfg["epochs"] <= cfg["prob_tas_threshold"] else "pred"
+    actions = data.action.cpu().numpy()[pool_rows]
+    exemplar = sample_train_exemplars(actions, run.mode, rng)
+    view_q, view_e = rng.integers(0, views, size=n), rng.integers(0, views, size=n)
+    return _run_batches(model, optimizer, scaler, data, order, cfg, lambda sel: (
+        data.batch(pool_rows[sel], view_q[sel], with_maps=maps),
+        data.batch(pool_rows[exemplar[sel]], view_e[sel], with_maps=maps)), transitions=transitions)
+
+
+def _run_batches(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                 data: DiveData, order: np.ndarray, cfg: dict[str, Any], batches_of, **forward_kw
+                 ) -> dict[str, float]:
+    """Optimise over `order` in batches of cfg.batch_size: `batches_of(sel)` gives the model's
+    input batches (query[, exemplar]); the loss is `model.loss(model(*batches), *batches)`."""
+    n = order.size
+    model.train()
     sums: dict[str, float] = defaultdict(float)
     for sl in _batches(n, cfg["batch_size"]):
         sel = order[sl]
-        query = data.batch(pool_rows[sel], view_q[sel], with_maps=maps)
-        exem = data.batch(pool_rows[exemplar[sel]], view_e[sel], with_maps=maps)
+        batches = batches_of(sel)
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(data.device, cfg["amp"]):
-            out = model(query, exem, transitions=transitions)
-            total, parts = model.loss(out, query, exem)
+            out = model(*batches, **forward_kw)
+            total, parts = model.loss(out, *batches)
         scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -151,6 +170,11 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler
 
 def evaluate_epoch(model: torch.nn.Module, data: DiveData, pool_rows: np.ndarray, val_rows: np.ndarray,
                    test_rows: np.ndarray, run: SeedRun) -> dict[str, dict[str, float]]:
+    if not is_pairwise(model):   # each dive predicted on its own: no exemplars
+        scores = predict_rows(model, data, np.concatenate([val_rows, test_rows]),
+                              batch_size=run.eval_cfg["batch_size"], amp=run.train_cfg["amp"])
+        return {"val": prediction_metrics(scores[:val_rows.size], data, val_rows) if val_rows.size else {},
+                "test": prediction_metrics(scores[val_rows.size:], data, test_rows)}
     ev = dict(mode=run.mode, num_exemplars=run.eval_cfg["num_exemplars"], seed=run.eval_cfg["exemplar_seed"],
               batch_size=run.eval_cfg["batch_size"], amp=run.train_cfg["amp"])
     # every dive encoded once for the three votes (the pool serves all of them); the "gt" cut

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,25 @@ class VariantError(AqaError):
     """A variant name that params do not define."""
 
 
+# params.train keys a variant may set for itself (`train:` inside its entry; BASELINES.md D6: the
+# sources' lr, weight decay, batch and epochs of each baseline).
+TRAIN_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay")
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     name: str            # as given, e.g. "tsa-dn"
     base: str            # key of params.train.variants, e.g. "tsa"
     mode: str            # dn | nodn
     method: str          # registry method
-    model_cfg: dict      # the variant's settings minus `method`
+    model_cfg: dict      # the variant's settings minus `method` and `train`
+    train_overrides: dict = field(default_factory=dict)   # the variant's `train:` (TRAIN_OVERRIDES)
 
 
 def parse_variant(variant: str, params: dict[str, Any]) -> VariantSpec:
     """Resolve "<variant>-<mode>" against params.train.variants and params.train.exemplar_modes."""
+    from aqa.models.registry import MODE_SETTINGS
+
     variants = params["train"]["variants"]
     modes = params["train"]["exemplar_modes"]
     base, sep, mode = variant.rpartition("-")
@@ -44,20 +52,43 @@ def parse_variant(variant: str, params: dict[str, Any]) -> VariantSpec:
         raise VariantError(f"variant {variant!r}: {base!r} is not in params train.variants ({sorted(variants)})")
     cfg = dict(variants[base])
     method = cfg.pop("method")
-    return VariantSpec(name=variant, base=base, mode=mode, method=method, model_cfg=cfg)
+    overrides = dict(cfg.pop("train", None) or {})
+    unknown = sorted(set(overrides) - set(TRAIN_OVERRIDES))
+    if unknown:
+        raise VariantError(f"params train.variants.{base}.train: {unknown} cannot be set per variant "
+                           f"(allowed: {', '.join(TRAIN_OVERRIDES)})")
+    decided = sorted(set(cfg) & MODE_SETTINGS.get(method, frozenset()))
+    if decided:
+        raise VariantError(f"params train.variants.{base}: {decided} are set by the exemplar mode and the "
+                           "training pool (docs/METHODS.md), not in params")
+    return VariantSpec(name=variant, base=base, mode=mode, method=method, model_cfg=cfg, train_overrides=overrides)
 
 
-def model_kwargs(spec: VariantSpec, num_actions: int) -> dict[str, Any]:
+def model_kwargs(spec: VariantSpec, data: DiveData, pool: np.ndarray) -> dict[str, Any]:
+    """The variant's model settings, plus what its exemplar mode and the training pool imply
+    (registry.variant_settings: CoRe's group edges, the DD readings of the baselines). The same
+    at training and at evaluation, so evaluate rebuilds and checks the same config."""
+    from aqa.models.registry import variant_settings
+
     kwargs = dict(spec.model_cfg)
     if spec.method == "fr_dn":   # the dive-number embedding needs the number of action types
-        kwargs.setdefault("num_actions", num_actions)
-    return kwargs
+        kwargs.setdefault("num_actions", len(data.action_names))
+    pool_dives = data.dives.iloc[np.asarray(pool)]   # the annotation's float64 values, not the tensors' float32
+    try:
+        implied = variant_settings(spec.method, spec.mode, score=pool_dives["dive_score"].to_numpy(np.float64),
+                                   difficulty=pool_dives["difficulty"].to_numpy(np.float64),
+                                   action=pool_dives["action_type"].astype(str).to_numpy(), config=kwargs)
+    except ValueError as exc:   # e.g. CoRe w/ DN on a pool where no action type has two dives
+        raise VariantError(f"{spec.name}: {exc}") from None
+    return {**implied, **kwargs}
 
 
-def seed_run(spec: VariantSpec, params: dict[str, Any], seed: int, num_actions: int) -> SeedRun:
-    """One seed's training as params define it (evaluate rebuilds it to check a model's config)."""
-    return SeedRun(variant=spec.name, method=spec.method, model_kwargs=model_kwargs(spec, num_actions),
-                   mode=spec.mode, seed=seed, train_cfg=params["train"], eval_cfg=params["evaluate"])
+def seed_run(spec: VariantSpec, params: dict[str, Any], seed: int, data: DiveData, pool: np.ndarray) -> SeedRun:
+    """One seed's training as params define it (evaluate rebuilds it to check a model's config);
+    the variant's `train:` settings replace params.train's."""
+    return SeedRun(variant=spec.name, method=spec.method, model_kwargs=model_kwargs(spec, data, pool),
+                   mode=spec.mode, seed=seed, train_cfg={**params["train"], **spec.train_overrides},
+                   eval_cfg=params["evaluate"])
 
 
 def dataset_name(dives_parquet: str | Path) -> str:
@@ -90,15 +121,28 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     pool, val, test = split_rows(data, train_cfg)
     log.info("%s: %d training, %d validation, %d test dives on %s", variant, pool.size, val.size, test.size,
              device)
+    if spec.method == "musdl":
+        log_masked_judges(data, pool)
     tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
     out = {}
     for seed in train_cfg["seeds"]:
-        run = seed_run(spec, params, seed, len(data.action_names))
+        run = seed_run(spec, params, seed, data, pool)
         out[seed] = train_seed(run, data, pool, val, test, Path(out_dir) / f"seed{seed}", tracker,
                                max_epochs=max_epochs)
     if max_epochs is None:
         remove_unlisted_seeds(out_dir, train_cfg["seeds"])
     return out
+
+
+def log_masked_judges(data: DiveData, pool: np.ndarray) -> None:
+    """Name the pool's judge entries MUSDL leaves out of its loss (outside [0, 10]; D4)."""
+    from aqa.models.usdl import out_of_range_judges
+
+    bad = out_of_range_judges(data.judges[pool].cpu(), data.num_judges[pool].cpu())
+    for i, j in bad.nonzero().tolist():
+        row = int(pool[i])
+        log.warning("MUSDL: judge %d of %s is %s, outside [0, 10]: left out of the loss (the other judges "
+                    "of the dive train)", j + 1, data.keys[row], float(data.judges[row, j]))
 
 
 def remove_unlisted_seeds(out_dir: str | Path, seeds: list[int]) -> list[Path]:

@@ -42,6 +42,19 @@ def test_action_type_floor():
     assert floor["rl2_x100"] == pytest.approx(100 * np.mean(((pred - true) / 60.0) ** 2))
 
 
+def test_difficulty_floor():
+    from aqa.evaluate.floor import difficulty_floor
+
+    dives = pd.DataFrame({"split": ["train"] * 3 + ["test"] * 3, "action_type": list("abcabc"),
+                          "difficulty": [2.0, 2.5, 3.0, 2.0, 3.0, 3.5],
+                          "dive_score": [40.0, 55.0, 75.0, 50.0, 60.0, 70.0]})
+    floor = difficulty_floor(dives)
+    pred = np.array([2.0, 3.0, 3.5]) * np.mean([20.0, 22.0, 25.0])     # DD x the mean score / DD
+    true = np.array([50.0, 60.0, 70.0])
+    assert floor["l2"] == pytest.approx(np.mean((pred - true) ** 2))
+    assert floor["rho"] == pytest.approx(1.0)                           # ranks by DD
+
+
 def test_metrics_file_structure(tmp_path, tiny_params):
     dives, cache, rows = tiny_dataset(tmp_path, 24)
     params = small_train_params(tiny_params, seeds=[0, 1], epochs=2)
@@ -62,7 +75,7 @@ def test_metrics_file_structure(tmp_path, tiny_params):
     assert set(on_disk["by_num_exemplars"]) == {"1", "2", "3"}
     assert on_disk["by_num_exemplars"]["3"]["honest"] == on_disk["honest"]
     assert set(on_disk["gt_transitions"]) == {"honest", "paper", "per_seed"}
-    assert set(on_disk["floor"]) == {"rho", "rl2_x100", "l2"}
+    assert set(on_disk["floor"]) == set(on_disk["floor_difficulty"]) == {"rho", "rl2_x100", "l2"}
     assert [s["seed"] for s in on_disk["per_seed"]] == [0, 1]
     # paper >= honest for rho on every seed: the best epoch on test includes the honest one's epoch
     for s in on_disk["per_seed"]:

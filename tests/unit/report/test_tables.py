@@ -83,7 +83,9 @@ def test_all_files_written(report):
 def test_table2(report):
     rows = read_rows(report / "finediving_table2.csv")
     assert rows[0] == ["Method", "Result", "w/o DN rho", "w/o DN R-l2", "w/ DN rho", "w/ DN R-l2"]
-    assert [r[0] for r in rows[1:]] == ["USDL"] * 3 + ["MUSDL"] * 3 + ["CoRe"] * 3 + ["TSA"] * 3
+    assert [r[0] for r in rows[1:]] == (["USDL"] * 3 + ["MUSDL"] * 3 + ["CoRe"] * 3 + ["TSA"] * 3
+                                        + ["I3D+MLP (extra row)"] * 3)
+    assert row(rows, "I3D+MLP (extra row)", "published")[2:] == ["–"] * 4
     assert row(rows, "CoRe", "published")[2:] == ["0.8631", "0.5565", "0.9061", "0.3615"]
     assert row(rows, "USDL", "ours, honest")[2:] == [NOT_RUN] * 4
     tsa = row(rows, "TSA", "ours, honest")
@@ -204,3 +206,53 @@ def test_metrics_from_other_annotations_than_the_rest_refused(tmp_path, metrics,
                   inputs={**INPUTS, "annotations": "b" * 64})
     message = _one_line_error(metrics, tmp_path, params)
     assert "fr-dn.json" in message and "annotations" in message
+
+
+# --------------------------------------------------------------------------- the baselines' rows
+
+
+@pytest.fixture()
+def baseline_params(params):
+    p = copy.deepcopy(params)
+    p["train"]["variants"].update({m: {"method": m} for m in ("i3d_mlp", "usdl", "musdl", "core")})
+    return p
+
+
+def write_baselines(folder, params):
+    for i, method in enumerate(("i3d_mlp", "usdl", "musdl", "core")):
+        for j, mode in enumerate(("nodn", "dn")):
+            scoring = "voting" if method == "core" else "direct"
+            write_metrics(folder, params, f"{method}-{mode}", summary(0.3 + i / 10 + j / 100, 2.0 - i / 10),
+                          summary(0.35 + i / 10 + j / 100, 1.9 - i / 10), scoring=scoring)
+
+
+def test_table2_baseline_rows_come_from_their_metrics(tmp_path, metrics, baseline_params):
+    write_baselines(metrics, baseline_params)
+    make_report(metrics_dir=metrics, tables_dir=tmp_path / "t", params=baseline_params)
+    rows = read_rows(tmp_path / "t" / "finediving_table2.csv")
+    assert row(rows, "USDL", "published")[2:] == ["0.8302", "0.5927", "0.8913", "0.3822"]
+    assert row(rows, "USDL", "ours, honest")[2:] == ["0.4000 ± 0.0010", "1.9000 ± 0.0010",
+                                                     "0.4100 ± 0.0010", "1.9000 ± 0.0010"]
+    assert row(rows, "MUSDL", "ours, paper protocol")[2:] == ["0.5500 ± 0.0010", "1.7000 ± 0.0010",
+                                                              "0.5600 ± 0.0010", "1.7000 ± 0.0010"]
+    assert row(rows, "CoRe", "ours, honest")[4] == "0.6100 ± 0.0010"
+    assert row(rows, "I3D+MLP (extra row)", "ours, honest")[2:4] == ["0.3000 ± 0.0010", "2.0000 ± 0.0010"]
+    assert row(rows, "I3D+MLP (extra row)", "published")[2:] == ["–"] * 4
+    md = (tmp_path / "t" / "finediving_table2.md").read_text()
+    assert "MUSDL always assembles" in md and "I3D+MLP is not in Xu et al. 2022" in md
+
+
+def test_baseline_metrics_from_other_params_refused(tmp_path, metrics, baseline_params):
+    """make_report's provenance check covers the baselines' files like the others'."""
+    write_baselines(metrics, baseline_params)
+    now = copy.deepcopy(baseline_params)
+    now["train"]["variants"]["usdl"] = {"method": "usdl", "train": {"lr": 1e-4}}
+    message = _one_line_error(metrics, tmp_path, now)
+    assert "usdl-dn.json" in message and "variant.train.lr" in message
+
+
+def test_table4_of_a_direct_variant_refused(tmp_path, metrics, baseline_params):
+    write_baselines(metrics, baseline_params)
+    baseline_params["make_report"]["table4_variant"] = "usdl"
+    message = _one_line_error(metrics, tmp_path, baseline_params)
+    assert "usdl-dn" in message and "voting exemplars" in message
