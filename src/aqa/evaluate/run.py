@@ -194,7 +194,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     histories = {seed: _read_history(d / HISTORY, spec.name) for seed, d in seed_dirs.items()}
     models = {f"seed{seed}/{name}": sha256_file(d / name)
               for seed, d in seed_dirs.items() for name in (BEST_VAL, HISTORY)}
-    tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
+    dataset = dataset_name(dives_parquet)
+    tracker = Tracker(tracking_uri, dataset)
     per_seed, gt_seeds = [], []
     for seed, seed_dir in seed_dirs.items():
         res = evaluate_seed(data, trained[seed], mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)
@@ -213,8 +214,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         log.info("%s seed %d: honest rho %.4f, paper rho %.4f", variant, seed, entry["honest"]["rho"],
                  entry["paper"].get("rho", float("nan")))
     result = {
-        "variant": spec.name, "method": spec.method, "exemplar_mode": spec.mode,
-        "footage": footage(params),
+        "variant": spec.name, "method": spec.method, "exemplar_mode": spec.mode, "dataset": dataset,
+        "footage": footage(params, dataset),
         "seeds": list(params["train"]["seeds"]), "num_exemplars": m_main,
         "honest": summarize([e["honest"] for e in per_seed]),
         "paper": summarize([e["paper"] for e in per_seed]),
@@ -229,7 +230,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
                                     "paper": summarize([e["paper"] for e in gt_seeds]), "per_seed": gt_seeds}
     inputs = {"annotations": data.annotations_digest, "features": data.fingerprint,
               "code": code_fingerprint(EVALUATE_CODE)}
-    result["provenance"] = metrics_provenance(params, spec.base, spec.mode, inputs=inputs, models=models)
+    result["provenance"] = metrics_provenance(params, spec.base, spec.mode, dataset, inputs=inputs, models=models)
     result = _clean(result)
     write_json_atomic(metrics_path, result)
     return result
