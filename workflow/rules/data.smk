@@ -1,4 +1,6 @@
-# Data stages, per dataset: stand-in footage, frames, Parquet annotations.
+# Data stages: stand-in footage, frames, Parquet annotations. Each stage's job runs per dataset
+# (rule <stage>_dataset, wildcard {dataset}; the DVC stage <stage>@<dataset> runs one); the rule
+# named after the stage asks for every dataset of datasets.run (`snakemake -c2 <stage>`).
 
 from aqa.data.frames import videos_to_extract
 from aqa.snakemake_lock import hold_driver_lock
@@ -12,7 +14,7 @@ if not (workflow.remote_exec or workflow.subprocess_exec):
         logger.warning(f"removed {_stale}: a Snakemake lock left by a run that was killed")
 
 
-checkpoint synthesize_videos:
+checkpoint synthesize_videos_dataset:
     output:
         videos=directory(RAW_VIDEOS),
         annotations=directory(RAW_ANNOTATIONS),
@@ -36,7 +38,7 @@ def videos_to_cut(wildcards):
     """
     if frames_root(wildcards.dataset):
         return []
-    out = checkpoints.synthesize_videos.get(dataset=wildcards.dataset).output
+    out = checkpoints.synthesize_videos_dataset.get(dataset=wildcards.dataset).output
     videos = videos_to_extract(out.videos, out.annotations, wildcards.dataset)
     return expand(f"{FRAMES}/{{video}}", dataset=wildcards.dataset, video=videos)
 
@@ -58,14 +60,14 @@ rule extract_frames_video:
         " --video {input.video} --annotations {input.annotations} --out {params.root}"
 
 
-rule extract_frames:
+rule extract_frames_dataset:
     input:
         videos_to_cut,
     output:
         touch(f"{FRAMES}/.extract_frames.done"),
 
 
-rule convert_annotations:
+rule convert_annotations_dataset:
     input:
         annotations=RAW_ANNOTATIONS,
     output:
@@ -77,3 +79,18 @@ rule convert_annotations:
     shell:
         "{AQA} convert-annotations --params {PARAMS} --log {log} --dataset {wildcards.dataset}"
         " --annotations {input.annotations} --out {output}"
+
+
+rule synthesize_videos:
+    input:
+        expand(RAW_VIDEOS, dataset=DATASETS),
+
+
+rule extract_frames:
+    input:
+        expand(rules.extract_frames_dataset.output, dataset=DATASETS),
+
+
+rule convert_annotations:
+    input:
+        expand(ANNOTATIONS, dataset=DATASETS),

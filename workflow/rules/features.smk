@@ -13,7 +13,7 @@ rule fetch_i3d:
         "{AQA} fetch-i3d --params {PARAMS} --log {log} --out {I3D}"
 
 
-rule extract_features:
+rule extract_features_dataset:
     input:
         frames=f"{FRAMES}/.extract_frames.done",
         annotations=ANNOTATIONS,
@@ -33,3 +33,8 @@ rule extract_features:
     shell:
         "{AQA} extract-features --params {PARAMS} --log {log} --frames {params.frames}"
         " --annotations {params.dives} --weights {input.weights} --out {params.out}"
+
+
+rule extract_features:
+    input:
+        expand(rules.extract_features_dataset.output, dataset=DATASETS),

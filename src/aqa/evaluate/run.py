@@ -116,7 +116,11 @@ class SeedResult:
 
 
 def retrain_advice(variant: str, seed_dir: Path) -> str:
-    return f"re-run its training: dvc repro train@{variant} (or delete {seed_dir} and run dvc repro)"
+    from aqa.data.datasets import DATASETS, dvc_stage
+
+    dataset = Path(seed_dir).parent.parent.name  # the pipeline's models/<dataset>/<variant>/seed<k>
+    stage = dvc_stage("train", dataset) if dataset in DATASETS else "train"
+    return f"re-run its training: dvc repro {stage}@{variant} (or delete {seed_dir} and run dvc repro)"
 
 
 def load_trained(spec: VariantSpec, params: dict[str, Any], data: DiveData, seed: int, seed_dir: Path,

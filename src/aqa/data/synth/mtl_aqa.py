@@ -162,10 +162,22 @@ def sample_mtl_aqa(cfg: dict, seed: int) -> MtlSource:
             key = (video_name(v), idx)
             quality[key] = q
             dives[key] = Dive(key[0], idx, "train", code, dd, 0.0, judges, 0, 0, np.zeros(0), np.zeros(0))
-    _stratified_split(dives, float(cfg["test_fraction"]), rng_for(seed, "mtl_aqa", "split"))
+    _split(dives, float(cfg["test_fraction"]), rng_for(seed, "mtl_aqa", "split"))
     train = [k for k in records if dives[(video_name(k[0]), k[1])].split == "train"]
     test = [k for k in records if dives[(video_name(k[0]), k[1])].split == "test"]
     return _source(records, train, test, quality, seed)
+
+
+def _split(dives: dict[Key, Dive], test_fraction: float, rng: np.random.Generator) -> None:
+    """As the FineDiving sampler: test dives per dive number in proportion, a number with one dive
+    in train; then, if that leaves the test split short of round(test_fraction x n) (a small set
+    of mostly single dives), other training dives at random."""
+    _stratified_split(dives, test_fraction, rng)
+    want = int(round(test_fraction * len(dives)))
+    train = [k for k, d in dives.items() if d.split == "train"]
+    short = want - (len(dives) - len(train))
+    for i in (rng.permutation(len(train))[:short] if short > 0 and len(train) > 1 else []):
+        dives[train[i]].split = "test"
 
 
 def release_records(source: MtlSource, ann: FineDivingAnnotations) -> dict[MtlKey, dict[str, Any]]:
