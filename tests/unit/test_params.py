@@ -220,6 +220,37 @@ def test_variant_model_settings_are_checked_before_training(repo_params):
                                  "train.variants.tsa: PSNet has 96 frame slots, convert_annotations.num_frames = 100"]
 
 
+def test_dataset_variant_lists_name_defined_variants_of_running_datasets(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["variants"]["mtl_aqa"] = ["fr", "usdl_typo"]
+    assert ("datasets.variants.mtl_aqa: 'usdl_typo' not a key of train.variants (fr, fr_asym, fr_dn, fsr, tsa)"
+            in _refused(p))
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["run"] = ["finediving"]
+    assert ("datasets.variants.mtl_aqa lists ['fr'] but mtl_aqa is not in datasets.run ['finediving']: add it "
+            "to run, or list no variants ([])") in _refused(p)
+    p["datasets"]["variants"]["mtl_aqa"] = []
+    validate_params(p)  # FineDiving alone
+
+
+def test_mtl_aqa_is_read_from_the_split_the_stand_in_writes(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["convert_annotations"]["mtl_aqa_split"] = 1
+    assert "convert_annotations.mtl_aqa_split = 1: synthesize_videos writes MTL-AQA's split 0" in _refused(p)
+    p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fr"], "mtl_aqa": []}}
+    validate_params(p)  # not run: not checked
+
+
+def test_methods_that_need_step_labels_are_refused_on_mtl_aqa(repo_params):
+    from aqa.params import variant_errors
+
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["variants"]["mtl_aqa"] = ["fr", "fsr", "tsa"]
+    assert variant_errors(p) == [
+        "datasets.variants.mtl_aqa: fsr (method fsr) needs step labels, which MTL-AQA does not have",
+        "datasets.variants.mtl_aqa: tsa (method tsa) needs step labels, which MTL-AQA does not have"]
+
+
 def test_cross_key_checks_run_only_on_a_schema_valid_file(repo_params):
     # a missing section is reported as such, not as a KeyError of a cross-key check
     p = copy.deepcopy(repo_params)

@@ -30,7 +30,7 @@ from aqa.data.mtl_aqa import resolve_info_dir, write_mtl_aqa
 from aqa.data.synth.dive_numbers import parse_dive_number
 from aqa.data.synth.diver import BOARD_HEIGHT, DiveMotion, Frame
 from aqa.data.synth.encode import open_video
-from aqa.data.synth.mtl_aqa import MtlSource, read_mtl_source, release_records, sample_mtl_aqa
+from aqa.data.synth.mtl_aqa import MIN_FRAMES, MtlSource, read_mtl_source, release_records, sample_mtl_aqa
 from aqa.data.synth.render import Renderer, sample_look
 from aqa.data.synth.sampler import (Event, event_of_video, quality_from_score, rng_for,
                                     sample_annotations, stratified_subset)
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("seed", "height", "width", "fps", "gap_frames", "crf")
 SOURCE_KEYS = ("source_annotations", "num_videos", "dives_per_video", "test_fraction", "subset")
-MIN_FRAMES = 3  # take-off, flight and entry need one frame each
 
 
 def load_source(cfg: dict, seed: int) -> tuple[FineDivingAnnotations, dict[Key, np.ndarray]]:

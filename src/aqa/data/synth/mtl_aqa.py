@@ -25,6 +25,7 @@ from aqa.data.synth.sampler import (ENTRY_SHARE_QUANTILES, TAKEOFF_SHARE_QUANTIL
                                     score_rule, split_mark)
 
 NUM_JUDGES = 7
+MIN_FRAMES = 4  # the renderer's step timing needs a frame before the flight and two after it
 
 # dive number (as released, upper-case position) -> {DD: count} over the 1412 real dives.
 MTL_ACTIONS: dict[str, dict[float, int]] = {
@@ -70,14 +71,15 @@ def dive_fields(code: str) -> dict[str, int]:
 
 def invented_timeline(code: str, num_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame labels and transit frames for a dive of `num_frames` frames that has no step
-    annotation: FineDiving's label sequence of the dive number, a flight of ~N(36, 5.4) frames and
-    take-off / entry shares drawn from FineDiving's quantiles (as `sampler.sample_timing`), fitted
-    into the given length."""
+    annotation: FineDiving's label sequence of the dive number, a flight of ~N(36, 5.4) frames
+    (kept in 22-50) and take-off / entry shares drawn from FineDiving's quantiles (as
+    `sampler.sample_timing`), fitted into the given length."""
     runs = label_runs(code.lower())
     n = int(num_frames)
-    if n < 3:
-        raise ValueError(f"dive of {n} frames: too short for take-off, flight and entry")
-    flight = int(np.clip(round(rng.normal(36.0, 5.4)), 1, n - 2))
+    if n < MIN_FRAMES:
+        raise ValueError(f"dive of {n} frames: too short to draw a take-off, a flight and an entry "
+                         f"(at least {MIN_FRAMES})")
+    flight = int(np.clip(np.clip(round(rng.normal(36.0, 5.4)), 22, 50), 1, n - 3))
     to_share = _inverse_cdf(TAKEOFF_SHARE_QUANTILES, rng.random())
     en_share = _inverse_cdf(ENTRY_SHARE_QUANTILES, rng.random())
     rest = n - flight
@@ -105,7 +107,7 @@ class MtlSource:
 
 def _as_dive(key: Key, split: str, rec: dict[str, Any], seed: int) -> Dive:
     start, end = int(rec["start_frame"]), int(rec["end_frame"])
-    if end - start + 1 >= 3:
+    if end - start + 1 >= MIN_FRAMES:
         labels, transits = invented_timeline(str(rec["dive_number"]), end - start + 1,
                                              rng_for(seed, key[0], key[1], "timeline"))
     else:  # no timeline fits: synthesize_videos refuses the dive if it is to be rendered
