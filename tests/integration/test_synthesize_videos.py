@@ -77,7 +77,8 @@ def test_same_seed_same_output(cfg, tmp_path):
 
 
 def test_real_annotations_keep_their_facts(cfg, tmp_path, finediving_annotations_dir):
-    cfg["finediving"].update(source_annotations=str(finediving_annotations_dir), subset={"max_dives": 4, "seed": 0})
+    cfg["finediving"].update(source_annotations=str(finediving_annotations_dir),
+                             subset={"max_dives": 4, "seed": 0})
     real = read_finediving(finediving_annotations_dir)
     ann = run(cfg, tmp_path)
     assert len(ann.dives) == 4

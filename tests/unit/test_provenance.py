@@ -62,7 +62,8 @@ def test_evaluate_params_hold_no_path_and_only_what_is_read(repo_params):
     p["datasets"]["variants"]["mtl_aqa"] = []
     same = metrics_provenance(p, "tsa", "dn", "finediving", inputs={}, models={})
     assert same["params_sha256"] == block["params_sha256"]
-    assert metrics_provenance(p, "tsa", "dn", "mtl_aqa", inputs={}, models={})["params_sha256"] != block["params_sha256"]
+    other = metrics_provenance(p, "tsa", "dn", "mtl_aqa", inputs={}, models={})
+    assert other["params_sha256"] != block["params_sha256"]
     p["evaluate"]["batch_size"] += 1
     changed = metrics_provenance(p, "tsa", "dn", "finediving", inputs={}, models={})
     assert changed["params_sha256"] != block["params_sha256"]

@@ -16,7 +16,6 @@ import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -32,7 +31,7 @@ from aqa.data.synth.diver import BOARD_HEIGHT, DiveMotion, Frame
 from aqa.data.synth.encode import open_video
 from aqa.data.synth.mtl_aqa import MIN_FRAMES, MtlSource, read_mtl_source, release_records, sample_mtl_aqa
 from aqa.data.synth.render import Renderer, sample_look
-from aqa.data.synth.sampler import (Event, event_of_video, quality_from_score, rng_for,
+from aqa.data.synth.sampler import (Event, SampledSet, event_of_video, quality_from_score, rng_for,
                                     sample_annotations, stratified_subset)
 from aqa.data.synth.scene import build_scene, follow
 from aqa.data.synth.timeline import VideoPlan, place_on_timeline, step_timing
@@ -44,7 +43,7 @@ REQUIRED = ("seed", "height", "width", "fps", "gap_frames", "crf")
 SOURCE_KEYS = ("source_annotations", "num_videos", "dives_per_video", "test_fraction", "subset")
 
 
-def load_source(cfg: dict, seed: int) -> tuple[FineDivingAnnotations, dict[Key, np.ndarray]]:
+def load_source(cfg: dict, seed: int) -> SampledSet:
     """The FineDiving annotation set to render and each dive's latent step qualities.
 
     `cfg`: the `synthesize_videos.finediving` section; `seed`: synthesize_videos.seed.
@@ -60,7 +59,7 @@ def load_source(cfg: dict, seed: int) -> tuple[FineDivingAnnotations, dict[Key, 
     ann = stratified_subset(ann, cfg["subset"]["max_dives"], int(cfg["subset"]["seed"]))
     if cfg["source_annotations"] is not None:
         check_timing(ann, Path(cfg["source_annotations"]))
-    return ann, {k: quality[k] for k in ann.dives}
+    return SampledSet(ann, {k: quality[k] for k in ann.dives})
 
 
 def load_mtl_source(cfg: dict, seed: int) -> MtlSource:
@@ -129,19 +128,14 @@ def synthesize_videos(cfg: dict, *, dataset: str, videos_dir: Path, annotations_
         if int(cfg[side]) % 2:
             raise ValueError(f"synthesize_videos.{side} must be even for yuv420p, got {cfg[side]}")
     seed = int(cfg["seed"])
-    write: Callable[[FineDivingAnnotations], None]
+    source = load_source(cfg[dataset], seed) if dataset == FINEDIVING else load_mtl_source(cfg[MTL_AQA], seed)
+    ann, plans = place_on_timeline(source.annotations, tuple(cfg["gap_frames"]), seed)
+    render_all(ann, source.quality, plans, cfg, Path(videos_dir), Path(masks_dir))
     if dataset == FINEDIVING:
-        ann, quality = load_source(cfg[dataset], seed)
-        write = lambda placed: write_finediving(placed, Path(annotations_dir))  # noqa: E731
-    else:
-        source = load_mtl_source(cfg[MTL_AQA], seed)
-        ann, quality = source.annotations, source.quality
-        write = lambda placed: write_mtl_aqa(  # noqa: E731
-            release_records(source, placed), [(int(v), i) for v, i in placed.train_keys],
-            [(int(v), i) for v, i in placed.test_keys], Path(annotations_dir))
-    ann, plans = place_on_timeline(ann, tuple(cfg["gap_frames"]), seed)
-    render_all(ann, quality, plans, cfg, Path(videos_dir), Path(masks_dir))
-    write(ann)
+        write_finediving(ann, Path(annotations_dir))
+    else:  # the release's records, re-timed, with the release's integer video numbers
+        write_mtl_aqa(release_records(source, ann), [(int(v), i) for v, i in ann.train_keys],
+                      [(int(v), i) for v, i in ann.test_keys], Path(annotations_dir))
     log.info("%s: wrote %d videos, %d dives, %d frames", dataset, len(plans), len(ann.dives),
              sum(p.num_frames for p in plans))
 

@@ -2,10 +2,11 @@
 
 Reads the `finediving/<variant>-<mode>.json` written by the evaluate stage for every variant x
 exemplar mode the current params train on FineDiving (other files in the folder are ignored) and
-writes `finediving_table{2,3,4}.{md,csv,tex}`; the MTL-AQA table comes from aqa.report.mtl_aqa. Each of our cells is mean ± std over seeds, for both
-protocols: "paper" (best value of each metric over epochs on test, as the reference code
-reports) and "honest" (best-validation checkpoint evaluated once on test). A method or mode the
-params do not train is shown as "not run", beside its published numbers.
+writes `finediving_table{2,3,4}.{md,csv,tex}`; the MTL-AQA table comes from aqa.report.mtl_aqa.
+Each of our cells is mean ± std over seeds, for both protocols: "paper" (best value of each
+metric over epochs on test, as the reference code reports) and "honest" (best-validation
+checkpoint evaluated once on test). A method or mode the params do not train is shown as "not
+run", beside its published numbers.
 
 Every metrics file must follow from the current params: its recorded params digest is
 recomputed (aqa.provenance.evaluate_params) and a file made from other params, a missing file,
@@ -120,7 +121,8 @@ def _check_same_inputs(found: dict[Path, dict[str, Any]]) -> None:
                               "re-run the stale evaluations (dvc repro)")
 
 
-def load_metrics(metrics_dir: Path, params: dict[str, Any], dataset: str = FINEDIVING_DATA) -> dict[str, dict[str, Any]]:
+def load_metrics(metrics_dir: Path, params: dict[str, Any],
+                 dataset: str = FINEDIVING_DATA) -> dict[str, dict[str, Any]]:
     """The metrics of every variant x mode the params train on `dataset`, by `<variant>-<mode>`, each
     checked to follow from the current params; files of variants the params do not name are ignored.
     `metrics_dir`: the dataset's folder (reports/metrics/<dataset>)."""

@@ -149,8 +149,8 @@ def test_each_dataset_runs_every_stage_under_its_own_paths(dvc_stages, repo_para
     assert set(run) == {FINEDIVING, "mtl_aqa"}, "the default runs both datasets"
     expected = set()
     for dataset in run:
-        data = {f"{stage}@{dataset}" for stage in ("synthesize_videos", "extract_frames", "convert_annotations",
-                                                   "extract_features")}
+        data = {f"{stage}@{dataset}" for stage in
+                ("synthesize_videos", "extract_frames", "convert_annotations", "extract_features")}
         models = {f"{dvc_stage(stage, dataset)}@{v}-{m}" for stage in ("train", "evaluate")
                   for v in lists[dataset] for m in repo_params["train"]["exemplar_modes"]}
         for name in data | models:

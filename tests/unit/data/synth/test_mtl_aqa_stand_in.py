@@ -49,8 +49,8 @@ def test_sampled_set_has_mtl_aqa_shape(sampled):
 
 def test_sampled_scores_follow_mtl_aqa_statistics():
     """Over a set of the real size the score mean and sd are MTL-AQA's (67.0, 16.9)."""
-    scores = np.array([r["final_score"] for seed in (0, 1)
-                       for r in sample_mtl_aqa({**CFG, "num_videos": 20, "dives_per_video": 71}, seed).records.values()])
+    big = {**CFG, "num_videos": 20, "dives_per_video": 71}
+    scores = np.array([r["final_score"] for seed in (0, 1) for r in sample_mtl_aqa(big, seed).records.values()])
     assert abs(scores.mean() - SCORE_MEAN) < 1.5 and abs(scores.std() - SCORE_SD) < 1.5
     assert scores.min() >= 0 and scores.max() <= 4.1 * 30
 

@@ -84,7 +84,8 @@ def test_mtl_aqa_table(tmp_path, metrics, params):
 def test_caption_names_the_real_annotations_when_rendered_for_them(tmp_path, metrics, params):
     params["synthesize_videos"]["mtl_aqa"]["source_annotations"] = "../shared/data/MTL-AQA"
     make_report(metrics_dir=metrics, tables_dir=tmp_path / "t", params=params)
-    assert "rendered by synthesize_videos for the real MTL-AQA annotations" in (tmp_path / "t" / "mtl_aqa.md").read_text()
+    md = (tmp_path / "t" / "mtl_aqa.md").read_text()
+    assert "rendered by synthesize_videos for the real MTL-AQA annotations" in md
 
 
 def test_nothing_trained_on_mtl_aqa_shows_not_run(tmp_path, params):
