@@ -160,3 +160,28 @@ def test_each_dataset_runs_every_stage_under_its_own_paths(dvc_stages, repo_para
     per_dataset = {n for n in by_name if "@" in n}
     assert per_dataset == expected
     assert not any(n.startswith("train_mtl_aqa@tsa") for n in by_name), "TSA needs step labels"
+
+
+def test_params_select_the_datasets(tmp_path, repo_params):
+    """datasets.run = [finediving] (MTL-AQA listing no variant): no stage and no job of MTL-AQA."""
+    import copy
+    import shutil
+
+    params = copy.deepcopy(repo_params)
+    params["datasets"] = {"run": ["finediving"], "variants": {**params["datasets"]["variants"], "mtl_aqa": []}}
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    for name in ("Snakefile", "dvc.yaml"):
+        shutil.copy(REPO / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    Repo.init(str(root), no_scm=True)
+    with Repo(str(root)) as repo:
+        names = [s.name for s in repo.index.stages]
+    assert "synthesize_videos@finediving" in names and "train@fr-dn" in names
+    assert not [n for n in names if "mtl_aqa" in n], names
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=root / "Snakefile", workdir=root)
+        rules = {r.name: r for r in wf._workflow.rules}
+        asked = [str(f) for name in ("synthesize_videos", "extract_features", "make_report")
+                 for f in rules[name].input]
+    assert asked and not [f for f in asked if "mtl_aqa" in f], asked
