@@ -15,7 +15,6 @@ hassony2/kinetics_i3d_pytorch, which `aqa.models.i3d.InceptionI3d` uses.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from aqa.errors import AqaError
 from aqa.models.i3d import InceptionI3d
+from aqa.provenance import sha256_file
 
 # PyTorch module path of a Mixed branch unit -> Flax sub-path inside the Mixed_* module
 _BRANCH_UNITS = {
@@ -181,16 +181,7 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], source: str, *,
     return out
 
 
-
 # ----------------------------------------------------------------------------- verified loading
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _recorded_sha256(weights_path: Path) -> tuple[Path, str]:
     """(manifest path, sha256 recorded there for `weights_path`), refusing anything else."""

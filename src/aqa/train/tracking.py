@@ -18,6 +18,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from aqa import provenance
+
 log = logging.getLogger(__name__)
 
 PARENT_TAG = "mlflow.parentRunId"   # the tag MLflow's UI uses to nest runs
@@ -36,16 +38,9 @@ def _artifact_root(uri: str) -> str | None:
     return None  # a tracking server decides
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten(d: Mapping[str, Any]) -> dict[str, str]:
     """Nested params as dotted keys with string values (MLflow params are strings)."""
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, name + "."))
-        else:
-            out[name] = str(v)
-    return out
+    return {k: str(v) for k, v in provenance.flatten(d).items()}
 
 
 class Tracker:
