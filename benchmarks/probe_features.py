@@ -70,7 +70,7 @@ def linear_fr(x: np.ndarray, score: np.ndarray, action: np.ndarray, train: np.nd
 
 def probe(root: Path) -> None:
     dives = pd.read_parquet(root / "data/processed/annotations/finediving/dives.parquet")
-    feats = root / "data/processed/features/i3d"
+    feats = root / "data/processed/features/finediving/i3d"
     pooled = np.stack([np.load(feats / v / str(i) / "pooled.npy")[0].astype(np.float32)
                        for v, i in zip(dives.video, dives.idx)])  # (N, 9, 1024), original view
     score = dives.dive_score.to_numpy()

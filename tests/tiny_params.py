@@ -8,7 +8,9 @@ from aqa.params import validate_params
 def shrink(params: dict) -> dict:
     """Shrink `params` in place for tests: a few dives, small frames, short training; return it."""
     p = params
-    p["synthesize_videos"].update(num_videos=2, dives_per_video=3, height=64, width=112)
+    p["synthesize_videos"].update(height=64, width=112)
+    p["synthesize_videos"]["finediving"].update(num_videos=2, dives_per_video=3)
+    p["synthesize_videos"]["mtl_aqa"].update(num_videos=2, dives_per_video=3)
     p["extract_frames"].update(height=64, workers=1)
     p["extract_features"].update(workers=0, batch_snippets=9)
     p["train"].update(seeds=[0], epochs=2, batch_size=2)

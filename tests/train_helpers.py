@@ -106,6 +106,7 @@ def small_train_params(params: dict, **train) -> dict:
                        "validation_fraction": 0.25, "variants": copy.deepcopy(TINY_VARIANTS), **train})
     p["evaluate"].update({"num_exemplars": 3, "batch_size": 4})
     p["make_report"]["exemplar_counts"] = [1, 2, 3]
+    p["datasets"]["variants"] = {"finediving": list(p["train"]["variants"]), "mtl_aqa": []}
     return p
 
 

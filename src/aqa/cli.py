@@ -69,6 +69,13 @@ def _params_option(f):
     )(f)
 
 
+def _dataset_option(f):
+    from aqa.data.datasets import DATASETS
+
+    return click.option("--dataset", required=True, type=click.Choice(list(DATASETS)),
+                        help="Which dataset (its release layout; outputs under its own paths).")(f)
+
+
 def _log_option(f):
     return click.option("--log", "log_file", type=PATH, default=None,
                         help="Also write the log to this file (with the traceback of a failure).")(f)
@@ -101,49 +108,54 @@ def check_params_cmd(params_path, log_file, stamp):
 @main.command("synthesize-videos")
 @_params_option
 @_log_option
+@_dataset_option
 @click.option("--videos", "videos_dir", type=PATH, required=True, help="Output folder of <video>.mp4.")
 @click.option("--annotations", "annotations_dir", type=PATH, required=True,
-              help="Output folder of the six FineDiving annotation files.")
+              help="Output folder of the annotation files in the dataset's release layout.")
 @click.option("--masks", "masks_dir", type=PATH, required=True,
               help="Output folder of FineDiving-HM-style masks <video>/<idx>/<frame:05d>.jpg.")
-def synthesize_videos_cmd(params_path, log_file, videos_dir, annotations_dir, masks_dir):
-    """Render stand-in competition videos (and their annotations and masks)."""
+def synthesize_videos_cmd(params_path, log_file, dataset, videos_dir, annotations_dir, masks_dir):
+    """Render one dataset's stand-in competition videos (and their annotations and masks)."""
     from aqa.data.synthesize import synthesize_videos
 
     cfg = load_params(params_path, "synthesize_videos")
-    synthesize_videos(cfg, videos_dir=videos_dir, annotations_dir=annotations_dir, masks_dir=masks_dir)
+    synthesize_videos(cfg, dataset=dataset, videos_dir=videos_dir, annotations_dir=annotations_dir,
+                      masks_dir=masks_dir)
 
 
 @main.command("extract-frames")
 @_params_option
 @_log_option
+@_dataset_option
 @click.option("--video", "video_paths", type=EXISTING, multiple=True, required=True,
               help="Raw competition video(s) <video>.mp4; repeat for several.")
 @click.option("--annotations", "annotations_dir", type=EXISTING, required=True,
-              help="FineDiving annotation folder giving each dive's frame range.")
+              help="The dataset's raw annotation folder giving each dive's frame range.")
 @click.option("--out", "frames_root", type=PATH, required=True,
               help="Frames root; dives go to <out>/<video>/<idx>/<frame:05d>.jpg.")
-def extract_frames_cmd(params_path, log_file, video_paths, annotations_dir, frames_root):
+def extract_frames_cmd(params_path, log_file, dataset, video_paths, annotations_dir, frames_root):
     """Cut every annotated dive of the given videos into JPEG frames (resumable)."""
     from aqa.data.frames import extract_frames
 
     cfg = load_params(params_path, "extract_frames")
-    extract_frames(list(video_paths), annotations_dir=annotations_dir, frames_root=frames_root, cfg=cfg)
+    extract_frames(list(video_paths), dataset=dataset, annotations_dir=annotations_dir, frames_root=frames_root,
+                   cfg=cfg)
 
 
 @main.command("convert-annotations")
 @_params_option
 @_log_option
-@click.option("--finediving", "finediving_dir", type=EXISTING, required=True,
-              help="FineDiving annotation folder (real or synthetic).")
+@_dataset_option
+@click.option("--annotations", "annotations_dir", type=EXISTING, required=True,
+              help="The dataset's raw annotation folder (real or stand-in), in its release layout.")
 @click.option("--out", "out_dir", type=PATH, required=True,
-              help="Output root; writes <out>/<dataset>/{dives.parquet,lexicon.parquet,validation.json}.")
-def convert_annotations_cmd(params_path, log_file, finediving_dir, out_dir):
-    """Convert annotation pickles to validated Parquet (FineDiving, and MTL-AQA if configured)."""
+              help="Output folder; writes <out>/{dives.parquet,lexicon.parquet,validation.json}.")
+def convert_annotations_cmd(params_path, log_file, dataset, annotations_dir, out_dir):
+    """Convert one dataset's annotation pickles to validated Parquet."""
     from aqa.data.annotations import convert_annotations
 
     cfg = load_params(params_path, "convert_annotations")
-    convert_annotations(finediving_dir=finediving_dir, out_dir=out_dir, cfg=cfg)
+    convert_annotations(dataset=dataset, annotations_dir=annotations_dir, out_dir=out_dir, cfg=cfg)
 
 
 @main.command("fetch-i3d")
@@ -219,7 +231,8 @@ def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives
 @main.command("make-report")
 @_params_option
 @_log_option
-@click.option("--metrics", "metrics_dir", type=EXISTING, required=True, help="Folder of <variant>.json metrics.")
+@click.option("--metrics", "metrics_dir", type=EXISTING, required=True,
+              help="Metrics root: <dataset>/<variant>-<mode>.json per dataset.")
 @click.option("--out", "tables_dir", type=PATH, required=True, help="Output folder of the tables.")
 def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
     """Regenerate the paper's tables (md, csv, tex) from the metrics, published numbers beside ours."""

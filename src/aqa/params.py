@@ -152,6 +152,7 @@ def consistency_errors(params: dict[str, Any]) -> list[str]:
         problems.append(f"convert_annotations.num_frames = {scale} differs from extract_features.num_frames = "
                         f"{ef['num_frames']} (transitions and features must use the same sampled frames)")
     variants = params["train"]["variants"]
+    problems += dataset_errors(params)
     table4 = params["make_report"]["table4_variant"]
     if table4 not in variants:
         problems.append(f"make_report.table4_variant = {table4!r} is not a key of train.variants "
@@ -159,6 +160,25 @@ def consistency_errors(params: dict[str, Any]) -> list[str]:
     gaps = params["synthesize_videos"]["gap_frames"]
     if gaps[0] > gaps[1]:
         problems.append(f"synthesize_videos.gap_frames = {gaps}: expected [min, max]")
+    return problems
+
+
+def dataset_errors(params: dict[str, Any]) -> list[str]:
+    """The datasets' variant lists name defined variants, only for datasets that run."""
+    run, lists = params["datasets"]["run"], params["datasets"]["variants"]
+    defined = params["train"]["variants"]
+    problems = []
+    for dataset, names in lists.items():
+        unknown = [n for n in names if n not in defined]
+        if unknown:
+            problems.append(f"datasets.variants.{dataset}: {', '.join(map(repr, unknown))} not a key of "
+                            f"train.variants ({', '.join(defined)})")
+        if names and dataset not in run:
+            problems.append(f"datasets.variants.{dataset} lists {names} but {dataset} is not in datasets.run "
+                            f"{run}: add it to run, or list no variants ([])")
+    if "mtl_aqa" in run and params["convert_annotations"]["mtl_aqa_split"] != 0:
+        problems.append(f"convert_annotations.mtl_aqa_split = {params['convert_annotations']['mtl_aqa_split']}: "
+                        "synthesize_videos writes MTL-AQA's split 0 (the only split of the public info folder)")
     return problems
 
 
@@ -195,23 +215,38 @@ def load_params(path: str | Path, section: str | None = None) -> dict[str, Any]:
 CHECKED_STAMP = "params valid: the whole file passed the schema and the cross-key checks of aqa.params\n"
 
 
-# Inputs from outside the pipeline that params name: (section, key, what it must be).
-EXTERNAL_INPUTS = (("synthesize_videos", "source_annotations", "folder"), ("extract_frames", "frames_root", "folder"),
-                   ("convert_annotations", "mtl_aqa_info", "folder"), ("fetch_i3d", "weights_path", "file"))
+# Inputs from outside the pipeline that params name: (dotted key, what it must be); <dataset> stands
+# for each dataset in datasets.run.
+EXTERNAL_INPUTS = (("synthesize_videos.<dataset>.source_annotations", "folder"),
+                   ("extract_frames.frames_root.<dataset>", "folder"), ("fetch_i3d.weights_path", "file"))
+
+
+def _lookup(params: dict[str, Any], dotted: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        value = value[part]
+    return value
 
 
 def missing_inputs(params: dict[str, Any]) -> list[str]:
     """The external inputs params name that are not there (paths relative to the working directory)."""
     problems = []
-    for section, key, kind in EXTERNAL_INPUTS:
-        value = params[section][key]
-        if value is None:
-            continue
-        target = Path(value)
-        if not (target.is_dir() if kind == "folder" else target.is_file()):
-            found = "not a " + kind if target.exists() else "does not exist"
-            problems.append(f"{section}.{key} = {value!r}: {found}")
+    for pattern, kind in EXTERNAL_INPUTS:
+        keys = ([pattern.replace("<dataset>", d) for d in params["datasets"]["run"]] if "<dataset>" in pattern
+                else [pattern])
+        for key in keys:
+            problems += _missing(key, _lookup(params, key), kind)
     return problems
+
+
+def _missing(key: str, value: Any, kind: str) -> list[str]:
+    if value is None:
+        return []
+    target = Path(value)
+    if target.is_dir() if kind == "folder" else target.is_file():
+        return []
+    found = "not a " + kind if target.exists() else "does not exist"
+    return [f"{key} = {value!r}: {found}"]
 
 
 def variant_errors(params: dict[str, Any]) -> list[str]:
@@ -232,6 +267,22 @@ def variant_errors(params: dict[str, Any]) -> list[str]:
     if method is not None and not is_pairwise(method):
         problems.append(f"make_report.table4_variant = {table4!r}: Table 4 varies the number of voting exemplars, "
                         f"and {method} predicts each dive directly (no exemplars); name a pairwise variant")
+    return problems + step_label_errors(params)
+
+
+def step_label_errors(params: dict[str, Any]) -> list[str]:
+    """Variants listed for a dataset without step labels whose method needs them (F+S+R, TSA on MTL-AQA)."""
+    from aqa.data.datasets import dataset_spec
+    from aqa.models.registry import needs_step_labels
+
+    problems = []
+    for dataset, names in params["datasets"]["variants"].items():
+        spec = dataset_spec(dataset)
+        for name in names:
+            method = params["train"]["variants"].get(name, {}).get("method")
+            if method is not None and not spec.step_labels and needs_step_labels(method):
+                problems.append(f"datasets.variants.{dataset}: {name} (method {method}) needs step labels, "
+                                f"which {spec.title} does not have")
     return problems
 
 

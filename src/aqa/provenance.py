@@ -110,14 +110,16 @@ def training_section(train_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train_cfg.items() if k not in TRAIN_KEYS_NOT_READ | {"seeds"}}
 
 
-def footage(params: Mapping[str, Any]) -> str:
-    """What the metrics were measured on; evaluate reads extract_frames.frames_root only for this."""
-    return "stand-in" if params["extract_frames"]["frames_root"] is None else "real"
+def footage(params: Mapping[str, Any], dataset: str) -> str:
+    """What one dataset's metrics were measured on; evaluate reads extract_frames.frames_root.<dataset>
+    only for this."""
+    return "stand-in" if params["extract_frames"]["frames_root"].get(dataset) is None else "real"
 
 
-def evaluate_params(params: Mapping[str, Any], base: str, mode: str) -> dict[str, Any]:
-    """The params a metrics file of `<base>-<mode>` follows from: the variant's settings, the train
-    params its models were trained with (every seed), evaluate, the exemplar counts, the footage.
+def evaluate_params(params: Mapping[str, Any], base: str, mode: str, dataset: str) -> dict[str, Any]:
+    """The params a metrics file of `<base>-<mode>` on `dataset` follows from: the variant's settings,
+    the train params its models were trained with (every seed), evaluate, the exemplar counts, the
+    dataset and its footage.
 
     Paths are left out (frames_root counts only as stand-in / real), so the record is the same in
     any folder.
@@ -126,16 +128,16 @@ def evaluate_params(params: Mapping[str, Any], base: str, mode: str) -> dict[str
     return {"variant": dict(params["train"]["variants"][base]), "exemplar_mode": mode, "train": train,
             "evaluate": dict(params["evaluate"]),
             "make_report": {"exemplar_counts": list(params["make_report"]["exemplar_counts"])},
-            "footage": footage(params)}
+            "dataset": dataset, "footage": footage(params, dataset)}
 
 
-def metrics_provenance(params: Mapping[str, Any], base: str, mode: str, *, inputs: Mapping[str, str],
-                       models: Mapping[str, str]) -> dict[str, Any]:
+def metrics_provenance(params: Mapping[str, Any], base: str, mode: str, dataset: str, *,
+                       inputs: Mapping[str, str], models: Mapping[str, str]) -> dict[str, Any]:
     """The `provenance` block of a metrics file.
 
     `params` and `models` are lists of [key, value] pairs rather than objects: `dvc metrics show`
     prints every scalar of an object as a column, and these are not metrics.
     """
-    read = evaluate_params(params, base, mode)
+    read = evaluate_params(params, base, mode, dataset)
     return {"params_sha256": sha256_json(read), "params": sorted([k, v] for k, v in flatten(read).items()),
             "inputs": dict(sorted(inputs.items())), "models": sorted([k, v] for k, v in models.items())}

@@ -1,5 +1,6 @@
-"""The whole DAG on tiny data: `dvc repro` (each stage running its Snakemake target), a second
-`dvc repro` that does nothing, `dvc metrics show`, and `snakemake -c2 extract_frames` alone."""
+"""The whole DAG on tiny data, both datasets (FineDiving and the MTL-AQA stand-in): `dvc repro`
+(each stage running its Snakemake target), a second `dvc repro` that does nothing, `dvc metrics
+show`, and `snakemake -c2 extract_frames` alone."""
 
 from __future__ import annotations
 
@@ -46,13 +47,16 @@ def project(tmp_path, tiny_params) -> Path:
     torch.save(InceptionI3d().state_dict(), weights)
     p = tiny_params
     # Enough dives that every split (train, validation, test) has several.
-    p["synthesize_videos"]["dives_per_video"] = 6
+    p["synthesize_videos"]["finediving"]["dives_per_video"] = 6
+    p["synthesize_videos"]["mtl_aqa"]["dives_per_video"] = 6
     p["extract_features"]["flip_view"] = False
     p["fetch_i3d"]["weights_path"] = str(weights)
     # pairwise (fr, tsa, and CoRe with its groups from the pool) and a direct method (MUSDL)
     p["train"]["variants"] = {"fr": {"method": "fr"}, "tsa": {"method": "tsa"}, "core": {"method": "core"},
                               "musdl": {"method": "musdl", "train": {"lr": 1e-4}}}
     p["train"]["exemplar_modes"] = ["dn"]
+    p["datasets"] = {"run": ["finediving", "mtl_aqa"], "variants": {"finediving": ["fr", "tsa", "core", "musdl"],
+                                                                   "mtl_aqa": ["fr", "musdl"]}}
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
     _run(["git", "init", "-q"], root)
@@ -67,19 +71,24 @@ def test_dvc_repro_runs_the_dag_then_does_nothing(project):
     dvc = str(BIN / "dvc")
     _run([dvc, "repro"], project)
 
-    for variant in ("fr-dn", "tsa-dn", "core-dn", "musdl-dn"):
-        metrics = json.loads((project / f"reports/metrics/{variant}.json").read_text())
-        assert metrics["variant"] == variant
+    for dataset, variant in (("finediving", "fr-dn"), ("finediving", "tsa-dn"), ("finediving", "core-dn"),
+                             ("finediving", "musdl-dn"), ("mtl_aqa", "fr-dn"), ("mtl_aqa", "musdl-dn")):
+        metrics = json.loads((project / f"reports/metrics/{dataset}/{variant}.json").read_text())
+        assert metrics["variant"] == variant and metrics["dataset"] == dataset
         assert {"honest", "paper"} <= set(metrics)
         assert metrics["scoring"] == ("direct" if variant == "musdl-dn" else "voting")
+    assert not (project / "reports/metrics/mtl_aqa/tsa-dn.json").exists()  # TSA needs step labels
     with open(project / "reports/tables/finediving_table2.csv", newline="") as f:
         table2 = {(r[0], r[1]): r[2:] for r in csv.reader(f)}
     for method in ("MUSDL", "CoRe", "TSA"):     # w/ DN only in this params
         honest = table2[(method, "ours, honest")]
         assert honest[:2] == ["not run"] * 2 and " ± " in honest[2], honest
-    for n in (2, 3, 4):
+    for name in ("finediving_table2", "finediving_table3", "finediving_table4", "mtl_aqa"):
         for ext in ("md", "csv", "tex"):
-            assert (project / f"reports/tables/finediving_table{n}.{ext}").stat().st_size > 0
+            assert (project / f"reports/tables/{name}.{ext}").stat().st_size > 0
+    mtl_table = (project / "reports/tables/mtl_aqa.md").read_text()
+    assert "| F+R | ours, honest |" in mtl_table and "| TSA | ours: not applicable (needs step labels" in mtl_table
+    assert (project / "data/raw/mtl_aqa/annotations/final_annotations_dict_with_dive_number.pkl").is_file()
     assert (project / "dvc.lock").exists()
 
     again = _run([dvc, "repro"], project)
@@ -87,9 +96,9 @@ def test_dvc_repro_runs_the_dag_then_does_nothing(project):
     assert "up to date" in again.lower()
 
     shown = _run([dvc, "metrics", "show"], project)
-    assert "fr-dn.json" in shown and "tsa-dn.json" in shown
+    assert "finediving/fr-dn.json" in shown and "finediving/tsa-dn.json" in shown and "mtl_aqa/fr-dn.json" in shown
 
-    # Snakemake alone rebuilds one stage from the same rules.
+    # Snakemake alone rebuilds one stage (every dataset's part) from the same rules.
     frames = project / "data/interim/frames"
     before = sorted(p.relative_to(frames) for p in frames.rglob("*.jpg"))
     shutil.rmtree(frames)

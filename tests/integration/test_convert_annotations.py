@@ -22,11 +22,11 @@ def _dive(video, idx, split, segments, start):
                    steps_transit_frames=np.flatnonzero(labels[1:] != labels[:-1]), frame_labels=labels)
 
 
-def _run(params, tmp_path, finediving_dir, out):
+def _run(params, tmp_path, annotations_dir, out, dataset="finediving"):
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
-    res = subprocess.run([str(AQA), "convert-annotations", "--params", str(params_path),
-                          "--finediving", str(finediving_dir), "--out", str(out),
+    res = subprocess.run([str(AQA), "convert-annotations", "--params", str(params_path), "--dataset", dataset,
+                          "--annotations", str(annotations_dir), "--out", str(out / dataset),
                           "--log", str(tmp_path / "log.txt")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return out
@@ -41,7 +41,7 @@ def test_cli_on_tiny_folder(repo_params, tmp_path):
                                    [("vidA", 1), ("vidA", 0)], [("vidB", 0)])
     fd.write_finediving(ann, tmp_path / "Annotations")
     params = copy.deepcopy(repo_params)
-    params["convert_annotations"].update(mtl_aqa_info=None, mtl_aqa_split=0, num_frames=96)
+    params["convert_annotations"].update(mtl_aqa_split=0, num_frames=96)
     out = _run(params, tmp_path, tmp_path / "Annotations", tmp_path / "processed")
     df = pd.read_parquet(out / "finediving" / "dives.parquet")
     assert df["key"].tolist() == ["vidA/1", "vidA/0", "vidB/0"]
@@ -56,8 +56,9 @@ def test_cli_on_tiny_folder(repo_params, tmp_path):
 
 def test_cli_on_real_files(repo_params, finediving_annotations_dir, mtl_aqa_info_dir, tmp_path):
     params = copy.deepcopy(repo_params)
-    params["convert_annotations"].update(mtl_aqa_info=str(mtl_aqa_info_dir), mtl_aqa_split=0)
+    params["convert_annotations"].update(mtl_aqa_split=0)
     out = _run(params, tmp_path, finediving_annotations_dir, tmp_path / "processed")
+    _run(params, tmp_path, mtl_aqa_info_dir, tmp_path / "processed", dataset="mtl_aqa")
     for dataset, n, train in (("finediving", 3000, 2251), ("mtl_aqa", 1412, 1059)):
         report = json.loads((out / dataset / "validation.json").read_text())
         assert report["num_dives"] == n and report["splits"]["train"] == train
@@ -73,8 +74,8 @@ def test_cli_refuses_an_impossible_dive_on_one_line(repo_params, tmp_path):
     fd.write_finediving(ann, tmp_path / "Annotations")
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(repo_params))
-    res = subprocess.run([str(AQA), "convert-annotations", "--params", str(params_path), "--finediving",
-                          str(tmp_path / "Annotations"), "--out", str(tmp_path / "processed")],
+    res = subprocess.run([str(AQA), "convert-annotations", "--params", str(params_path), "--dataset", "finediving",
+                          "--annotations", str(tmp_path / "Annotations"), "--out", str(tmp_path / "processed")],
                          capture_output=True, text=True)
     assert res.returncode == 1
     errors = [line for line in res.stderr.splitlines() if "error" in line]

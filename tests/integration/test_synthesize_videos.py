@@ -1,5 +1,6 @@
 """Stage synthesize_videos end to end: real mp4s, masks and annotation files, real and sampled."""
 
+import json
 import os
 import pickle
 import shutil
@@ -15,14 +16,16 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from aqa.data.finediving import RELEASE_FILES, AnnotationError, read_finediving
+from aqa.data.mtl_aqa import read_mtl_aqa
 from aqa.data.synthesize import synthesize_videos
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(cfg, root: Path):
-    synthesize_videos(cfg, videos_dir=root / "videos", annotations_dir=root / "ann", masks_dir=root / "masks")
-    return read_finediving(root / "ann")
+def run(cfg, root: Path, dataset: str = "finediving"):
+    synthesize_videos(cfg, dataset=dataset, videos_dir=root / "videos", annotations_dir=root / "ann",
+                      masks_dir=root / "masks")
+    return read_finediving(root / "ann") if dataset == "finediving" else read_mtl_aqa(root / "ann", 0)
 
 
 def decode(path: Path) -> np.ndarray:
@@ -37,7 +40,7 @@ def cfg(tiny_params):
 
 def test_sampled_videos_masks_and_annotations(cfg, tmp_path):
     ann = run(cfg, tmp_path)
-    assert len(ann.dives) == cfg["num_videos"] * cfg["dives_per_video"]
+    assert len(ann.dives) == cfg["finediving"]["num_videos"] * cfg["finediving"]["dives_per_video"]
     videos = sorted({k[0] for k in ann.dives})
     assert sorted(p.stem for p in (tmp_path / "videos").glob("*.mp4")) == videos
     assert not [p for p in (tmp_path / "videos").iterdir() if p.suffix != ".mp4"]  # no temp files left
@@ -64,7 +67,7 @@ def test_sampled_videos_masks_and_annotations(cfg, tmp_path):
 
 def test_same_seed_same_output(cfg, tmp_path):
     # one process against two: each dive has its own RNG, so the order of work must not matter
-    cfg.update(num_videos=2, dives_per_video=1)
+    cfg["finediving"].update(num_videos=2, dives_per_video=1)
     run(cfg | {"workers": 1}, tmp_path / "a")
     run(cfg | {"workers": 2}, tmp_path / "b")
     for name in RELEASE_FILES:
@@ -74,7 +77,8 @@ def test_same_seed_same_output(cfg, tmp_path):
 
 
 def test_real_annotations_keep_their_facts(cfg, tmp_path, finediving_annotations_dir):
-    cfg.update(source_annotations=str(finediving_annotations_dir), subset={"max_dives": 4, "seed": 0})
+    cfg["finediving"].update(source_annotations=str(finediving_annotations_dir),
+                             subset={"max_dives": 4, "seed": 0})
     real = read_finediving(finediving_annotations_dir)
     ann = run(cfg, tmp_path)
     assert len(ann.dives) == 4
@@ -103,7 +107,7 @@ def test_missing_annotation_file_is_named(cfg, tmp_path, finediving_annotations_
     shutil.copytree(finediving_annotations_dir, broken)
     os.chmod(broken, 0o755)
     (broken / "train_split.pkl").unlink()
-    cfg.update(source_annotations=str(broken))
+    cfg["finediving"].update(source_annotations=str(broken))
     with pytest.raises(AnnotationError, match="train_split.pkl"):
         run(cfg, tmp_path / "out")
     assert not (tmp_path / "out" / "videos").exists() or not list((tmp_path / "out" / "videos").iterdir())
@@ -111,11 +115,12 @@ def test_missing_annotation_file_is_named(cfg, tmp_path, finediving_annotations_
 
 def test_cli_runs_the_stage(tiny_params, tmp_path):
     p = dict(tiny_params)
-    p["synthesize_videos"] = dict(p["synthesize_videos"], num_videos=1, dives_per_video=1)
+    p["synthesize_videos"]["finediving"].update(num_videos=1, dives_per_video=1)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(p))
     aqa = Path(sys.executable).with_name("aqa")
-    result = subprocess.run([str(aqa), "synthesize-videos", "--params", str(params), "--videos", str(tmp_path / "v"),
+    result = subprocess.run([str(aqa), "synthesize-videos", "--params", str(params), "--dataset", "finediving",
+                             "--videos", str(tmp_path / "v"),
                              "--annotations", str(tmp_path / "a"), "--masks", str(tmp_path / "m")],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -142,14 +147,14 @@ def _image_stat_correlations(cfg, root):
 
 def test_image_statistics_do_not_give_away_the_score_small(cfg, tmp_path):
     # 18 dives: only gross leaks are detectable, hence the loose bound; the slow test is the real check
-    cfg.update(num_videos=6, dives_per_video=3)
+    cfg["finediving"].update(num_videos=6, dives_per_video=3)
     rho = _image_stat_correlations(cfg, tmp_path)
     assert max(rho.values()) < 0.5, rho
 
 
 @pytest.mark.slow
 def test_image_statistics_do_not_give_away_the_score(cfg, tmp_path):
-    cfg.update(num_videos=6, dives_per_video=10)
+    cfg["finediving"].update(num_videos=6, dives_per_video=10)
     rho = _image_stat_correlations(cfg, tmp_path)
     assert max(rho.values()) < 0.2, rho
 
@@ -160,7 +165,7 @@ def _source_with(cfg, folder: Path, spoil) -> Path:
     from aqa.data.pickles import load_pickle
     from aqa.data.synth.sampler import sample_annotations
 
-    fd.write_finediving(sample_annotations(cfg).annotations, folder)
+    fd.write_finediving(sample_annotations({**cfg["finediving"], "seed": cfg["seed"]}).annotations, folder)
     coarse, fine = load_pickle(folder / fd.COARSE), load_pickle(folder / fd.FINE)
     key = sorted(coarse)[1]
     spoil(coarse, fine, key)
@@ -179,7 +184,7 @@ def test_source_dive_that_cannot_be_timed_is_refused(cfg, tmp_path, problem):
 
     source = tmp_path / "source"
     video, idx = _source_with(cfg, source, spoil)
-    cfg.update(source_annotations=str(source))
+    cfg["finediving"].update(source_annotations=str(source))
     named = "FineDiving_coarse_annotation.pkl" if problem == "end_before_start" else "FineDiving_fine-grained_annotation.pkl"
     says = "ends before it starts" if problem == "end_before_start" else "frame labels for"
     with pytest.raises(AnnotationError) as err:
@@ -187,4 +192,87 @@ def test_source_dive_that_cannot_be_timed_is_refused(cfg, tmp_path, problem):
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{source / named}: dive {video}/{idx} ")
     assert says in message, message
+    assert not (tmp_path / "out").exists()  # refused before anything is rendered
+
+
+# --------------------------------------------------------------------------- MTL-AQA
+
+
+def _mtl_release(folder: Path):
+    from aqa.data.mtl_aqa import ANNOTATIONS
+    from aqa.data.pickles import load_pickle
+
+    return (load_pickle(folder / ANNOTATIONS), load_pickle(folder / "train_split_0.pkl"),
+            load_pickle(folder / "test_split_0.pkl"))
+
+
+def test_sampled_mtl_aqa_set_in_the_release_layout_converts(cfg, tiny_params, tmp_path):
+    """The default MTL-AQA stand-in: videos "01".., the release's dive dictionary and split 0, which
+    convert_annotations' MTL-AQA reader reads."""
+    from aqa.data.annotations import convert_annotations, read_dives
+
+    cfg["mtl_aqa"].update(num_videos=2, dives_per_video=4)
+    ann = run(cfg, tmp_path, "mtl_aqa")
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == [
+        "final_annotations_dict_with_dive_number.pkl", "test_split_0.pkl", "train_split_0.pkl"]
+    records, train, test = _mtl_release(tmp_path / "ann")
+    assert sorted(records) == [(v, i) for v in (1, 2) for i in range(1, 5)]
+    assert set(train) | set(test) == set(records) and not set(train) & set(test) and test
+    assert all(isinstance(k, tuple) and isinstance(k[0], int) for k in train + test)
+    for key, rec in records.items():
+        assert len(rec["judge_scores"]) == 7 and rec["primary_view"] == 0
+        j = sorted(rec["judge_scores"])
+        assert rec["final_score"] == round(rec["difficulty"] * sum(j[2:5]), 2)  # MTL-AQA's rule
+    assert sorted(p.stem for p in (tmp_path / "videos").glob("*.mp4")) == ["01", "02"]
+    for (video, idx), d in ann.dives.items():
+        frames = decode(tmp_path / "videos" / f"{video:02d}.mp4")
+        assert len(frames) > d.end_frame
+        masks = sorted(p.name for p in (tmp_path / "masks" / f"{video:02d}" / str(idx)).iterdir())
+        assert masks == [f"{f:05d}.jpg" for f in range(d.start_frame, d.end_frame + 1)]
+
+    out = tmp_path / "processed" / "mtl_aqa"
+    convert_annotations(dataset="mtl_aqa", annotations_dir=tmp_path / "ann", out_dir=out,
+                        cfg=tiny_params["convert_annotations"])
+    dives = read_dives(out / "dives.parquet")
+    assert sorted(dives["key"]) == sorted(f"{v:02d}/{i}" for v, i in records)
+    assert (dives["split"] == "test").sum() == len(test)
+    assert dives["frame_labels"].isna().all() and dives["transitions_96"].isna().all()  # no step labels
+    report = json.loads((out / "validation.json").read_text())
+    assert report["dataset"] == "mtl_aqa" and report["num_anomalies"] == 0
+
+
+def test_real_mtl_aqa_dives_keep_their_facts(cfg, tmp_path, mtl_aqa_info_dir):
+    """Rendered for the real MTL-AQA files: every kept dive keeps its key, split, dive number, DD,
+    judges, score and every other released field; only its frames move onto the new timeline."""
+    cfg["mtl_aqa"].update(source_annotations=str(mtl_aqa_info_dir.parent), subset={"max_dives": 12, "seed": 0})
+    run(cfg, tmp_path, "mtl_aqa")
+    real, real_train, real_test = _mtl_release(mtl_aqa_info_dir)
+    records, train, test = _mtl_release(tmp_path / "ann")
+    assert len(records) == 12 and test
+    assert train == [k for k in real_train if k in records] and test == [k for k in real_test if k in records]
+    for key, rec in records.items():
+        want = real[key]
+        for field, value in want.items():
+            if field not in ("start_frame", "end_frame"):
+                assert np.array_equal(rec[field], value), (key, field)
+        assert rec["end_frame"] - rec["start_frame"] == want["end_frame"] - want["start_frame"]
+        frames = decode(tmp_path / "videos" / f"{key[0]:02d}.mp4")
+        assert len(frames) > rec["end_frame"]
+
+
+def test_mtl_aqa_source_dive_that_cannot_be_timed_is_refused(cfg, tmp_path):
+    from aqa.data.mtl_aqa import write_mtl_aqa
+    from aqa.data.synth.mtl_aqa import sample_mtl_aqa
+
+    source = sample_mtl_aqa({**cfg["mtl_aqa"], "num_videos": 1, "dives_per_video": 3}, 0)
+    records = {(int(v), i): dict(rec) for (v, i), rec in source.records.items()}
+    records[(1, 2)]["end_frame"] = records[(1, 2)]["start_frame"] - 5
+    write_mtl_aqa(records, list(records)[:2], list(records)[2:], tmp_path / "info")
+    cfg["mtl_aqa"].update(source_annotations=str(tmp_path / "info"))
+    with pytest.raises(AnnotationError) as err:
+        run(cfg, tmp_path / "out", "mtl_aqa")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(
+        f"{tmp_path / 'info' / 'final_annotations_dict_with_dive_number.pkl'}: dive 01/2 "), message
+    assert "ends before it starts" in message
     assert not (tmp_path / "out").exists()  # refused before anything is rendered

@@ -160,6 +160,7 @@ def test_baselines_train_evaluate_and_fill_table2(tmp_path, tiny_params):
     dives, cache, _ = tiny_dataset(tmp_path, 30, panels=(7, 5, 3))
     p = small_train_params(tiny_params, epochs=2)
     p["train"]["variants"] = {k: copy.deepcopy(p["train"]["variants"][k]) for k in ("usdl", "musdl", "core")}
+    p["datasets"]["variants"] = {"finediving": ["usdl", "musdl", "core"], "mtl_aqa": []}
     p["train"]["variants"]["musdl"]["train"] = {"lr": 1e-4, "batch_size": 4}
     p["train"]["exemplar_modes"] = ["dn"]
     p["make_report"]["table4_variant"] = "core"
@@ -170,9 +171,9 @@ def test_baselines_train_evaluate_and_fill_table2(tmp_path, tiny_params):
         _aqa("train", "--params", params, "--variant", variant, "--features", cache, "--annotations", dives,
              "--out", models, "--tracking-uri", uri, cwd=tmp_path)
         _aqa("evaluate", "--params", params, "--variant", variant, "--models", models, "--features", cache,
-             "--annotations", dives, "--metrics", tmp_path / f"metrics/{variant}.json",
+             "--annotations", dives, "--metrics", tmp_path / f"metrics/finediving/{variant}.json",
              "--predictions", tmp_path / f"pred/{variant}", "--tracking-uri", uri, cwd=tmp_path)
-        metrics = json.loads((tmp_path / f"metrics/{variant}.json").read_text())
+        metrics = json.loads((tmp_path / f"metrics/finediving/{variant}.json").read_text())
         assert metrics["scoring"] == ("voting" if variant.startswith("core") else "direct")
         assert set(metrics["honest"]) == {"rho", "rl2_x100", "l2"}
     _aqa("make-report", "--params", params, "--metrics", tmp_path / "metrics", "--out", tmp_path / "tables",

@@ -38,7 +38,8 @@ def random_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def tiny_project(tmp_path, tiny_params, random_weights) -> Path:
-    """A fresh git + DVC repository with the pipeline and tiny params (variant fr-dn), not yet run."""
+    """A fresh git + DVC repository with the pipeline and tiny params (variant fr-dn on FineDiving
+    and on the MTL-AQA stand-in), not yet run."""
     return make_project(tmp_path / "project", tiny_params, random_weights)
 
 

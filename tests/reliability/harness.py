@@ -91,10 +91,12 @@ def make_project(root: Path, params: dict, weights: Path) -> Path:
     for name in PIPELINE_DIRS:
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     p = params
-    p["synthesize_videos"]["dives_per_video"] = 6   # every split (train, validation, test) gets several
+    for dataset in ("finediving", "mtl_aqa"):   # every split (train, validation, test) gets several
+        p["synthesize_videos"][dataset]["dives_per_video"] = 6
     p["extract_features"]["flip_view"] = False
     p["fetch_i3d"]["weights_path"] = str(weights)
     p["train"]["variants"] = {"fr": {"method": "fr"}}
+    p["datasets"] = {"run": ["finediving", "mtl_aqa"], "variants": {"finediving": ["fr"], "mtl_aqa": ["fr"]}}
     p["train"]["exemplar_modes"] = ["dn"]
     p["make_report"]["table4_variant"] = "fr"
     write_params(root, p)

@@ -15,15 +15,15 @@ from pathlib import Path
 
 from harness import commit, kill_group, read_params, run, start, wait_for, write_params
 
-FEATURES = "data/processed/features/i3d"
-MODEL = "models/fr-dn"
+FEATURES = "data/processed/features/finediving/i3d"
+MODEL = "models/finediving/fr-dn"
 
 
 def results(root: Path, *, features: bool = False) -> dict[str, bytes]:
     """The bytes of the metrics and predictions (and, if asked, the feature cache), by path."""
-    patterns = ["reports/metrics/*.json", "reports/predictions/**/*.parquet"]
-    if features:
-        patterns += [f"{FEATURES}/**/*.npy", f"{FEATURES}/**/frames.sha256"]
+    patterns = ["reports/metrics/**/*.json", "reports/predictions/**/*.parquet"]
+    if features:  # every dataset's cache
+        patterns += ["data/processed/features/**/*.npy", "data/processed/features/**/frames.sha256"]
     found = {str(p.relative_to(root)): p.read_bytes() for pattern in patterns for p in root.glob(pattern)}
     assert found, f"no results under {root}"
     return found

@@ -18,7 +18,7 @@ from aqa.models.fetch_i3d import WEIGHTS_NAME, import_state_dict
 from aqa.models.i3d import InceptionI3d
 from harness import kill_group, read_params, run, start, wait_for, write_params
 
-FEATURES = Path("data/processed/features/i3d")
+FEATURES = Path("data/processed/features/finediving/i3d")
 WEIGHTS = Path("data/external/i3d") / WEIGHTS_NAME
 
 
@@ -115,7 +115,7 @@ def test_damaged_weights_are_refused_and_repaired_by_dvc_repro(built_project):
     # the feature stage on its own (as `snakemake extract_features` or by hand) refuses the file
     failed = run(["snakemake", "-c2", "extract_features"], built_project, check=False)
     assert failed.returncode != 0
-    log = (built_project / "logs/extract_features/extract_features.log").read_text()
+    log = (built_project / "logs/extract_features/finediving.log").read_text()
     assert f"{WEIGHTS}: sha256" in log and "manifest.json" in log and "fetch_i3d" in log
     assert "weights_only" not in log
     assert cache_bytes(built_project / FEATURES) == cache_before  # no dive lost
@@ -124,9 +124,9 @@ def test_damaged_weights_are_refused_and_repaired_by_dvc_repro(built_project):
     # it); the feature stage then finds every dive cached, and nothing downstream runs
     repaired = run(["dvc", "repro"], built_project)
     output = repaired.stdout + repaired.stderr
-    assert set(stages_run(output)) <= {"fetch_i3d", "extract_features"}, output
+    assert set(stages_run(output)) <= {"fetch_i3d", "extract_features@finediving", "extract_features@mtl_aqa"}, output
     assert weights.read_bytes() == weights_before
-    assert "0 to compute" in (built_project / "logs/extract_features/extract_features.log").read_text()
+    assert "0 to compute" in (built_project / "logs/extract_features/finediving.log").read_text()
     assert cache_bytes(built_project / FEATURES) == cache_before
     assert (built_project / "dvc.lock").read_text() == lock_before
 
@@ -141,8 +141,8 @@ def test_a_damaged_cache_file_is_recomputed_alone(built_project):
 
     out = run(["dvc", "repro"], built_project)
     output = out.stdout + out.stderr
-    assert stages_run(output) == ["extract_features"], output  # the models see the same features
-    log = (built_project / "logs/extract_features/extract_features.log").read_text()
+    assert stages_run(output) == ["extract_features@finediving"], output  # the models see the same features
+    log = (built_project / "logs/extract_features/finediving.log").read_text()
     assert f"{len(dives) - 1} already cached, 1 to compute" in log
     assert f"{dives[0]}: maps.npy: truncated" in log
     assert cache_bytes(cache) == before

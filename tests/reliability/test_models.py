@@ -17,9 +17,11 @@ import torch
 from harness import read_params, run, write_params
 
 VARIANT = "fr-dn"                       # the one variant x mode of the tiny project
-SEED = Path("models") / VARIANT / "seed0"
-METRICS = Path("reports/metrics") / f"{VARIANT}.json"
-PREDICTIONS = Path("reports/predictions") / VARIANT / "seed0.parquet"
+SEED = Path("models/finediving") / VARIANT / "seed0"
+METRICS = Path("reports/metrics/finediving") / f"{VARIANT}.json"
+PREDICTIONS = Path("reports/predictions/finediving") / VARIANT / "seed0.parquet"
+MTL_SEED = Path("models/mtl_aqa") / VARIANT / "seed0"
+MTL_METRICS = Path("reports/metrics/mtl_aqa") / f"{VARIANT}.json"
 
 
 def _results(root: Path) -> dict[str, bytes]:
@@ -39,7 +41,7 @@ def _stages_run(output: str) -> list[str]:
 
 
 def _train_log(root: Path) -> str:
-    return (root / "logs" / "train" / f"{VARIANT}.log").read_text()
+    return (root / "logs" / "train" / "finediving" / f"{VARIANT}.log").read_text()
 
 
 def test_changed_score_retrains_and_reevaluates(built_project):
@@ -48,12 +50,13 @@ def test_changed_score_retrains_and_reevaluates(built_project):
 
     root = built_project
     before = _results(root)
-    raw = root / "data/raw/annotations"
+    raw = root / "data/raw/finediving/annotations"
     ann = read_finediving(raw)
     key = ann.train_keys[0]
     ann.dives[key] = dataclasses.replace(ann.dives[key], dive_score=ann.dives[key].dive_score + 9.0)
     write_finediving(ann, raw)
-    run(["dvc", "commit", "-f", "synthesize_videos"], root)     # the user's edit of the annotations
+    mtl_before = {p: (root / p).read_bytes() for p in (MTL_METRICS, MTL_SEED / "checkpoint.pt")}
+    run(["dvc", "commit", "-f", "synthesize_videos@finediving"], root)     # the user's edit of the annotations
     _repro(root)
 
     assert "made from other annotations" in _train_log(root)
@@ -64,6 +67,7 @@ def test_changed_score_retrains_and_reevaluates(built_project):
         root / "data/processed/annotations/finediving/dives.parquet")
     metrics = json.loads((root / METRICS).read_text())
     assert metrics["provenance"]["inputs"]["annotations"] == old["provenance"]["annotations"]
+    assert {p: (root / p).read_bytes() for p in mtl_before} == mtl_before   # the other dataset is untouched
     assert _stages_run(_repro(root)) == []
 
 
@@ -83,10 +87,10 @@ def test_damaged_best_val_is_named_by_evaluate_and_repaired_by_repro(built_proje
     before = _results(root)
     best = root / SEED / "best_val.pt"
     best.write_bytes(b"\0" * len(best.read_bytes()))
-    by_hand = run(["aqa", "evaluate", "--variant", VARIANT, "--models", f"models/{VARIANT}",
-                   "--features", "data/processed/features/i3d",
+    by_hand = run(["aqa", "evaluate", "--variant", VARIANT, "--models", str(SEED.parent),
+                   "--features", "data/processed/features/finediving/i3d",
                    "--annotations", "data/processed/annotations/finediving/dives.parquet",
-                   "--metrics", str(METRICS), "--predictions", f"reports/predictions/{VARIANT}"], root, check=False)
+                   "--metrics", str(METRICS), "--predictions", str(PREDICTIONS.parent)], root, check=False)
     assert by_hand.returncode != 0
     errors = [line for line in by_hand.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "best_val.pt" in errors[0] and f"dvc repro train@{VARIANT}" in errors[0]
@@ -102,7 +106,7 @@ def test_report_ignores_old_metrics_of_variants_params_do_not_train(built_projec
     stale = json.loads((root / METRICS).read_text())
     stale.update(variant="tsa-nodn", method="tsa", exemplar_mode="nodn", seeds=[0, 1, 2])
     stale["honest"]["rho"] = {"mean": 0.987654, "std": 0.0}
-    (root / "reports/metrics/tsa-nodn.json").write_text(json.dumps(stale))
+    (root / "reports/metrics/finediving/tsa-nodn.json").write_text(json.dumps(stale))
     _repro(root)
     tables = "".join((root / f"reports/tables/finediving_table{n}.md").read_text() for n in (2, 3, 4))
     assert "0.9877" not in tables
@@ -128,5 +132,5 @@ def test_run_side_file_is_outside_the_ledger(built_project):
     assert info["mlflow_run_id"] and len(info["seconds"]) == 2
     side.write_text(json.dumps({**info, "mlflow_run_id": "another"}))
     status = run(["dvc", "status"], root).stdout
-    assert "train@" not in status and f"models/{VARIANT}" not in status, status
+    assert "train@" not in status and str(SEED.parent) not in status, status
     assert _stages_run(_repro(root)) == []

@@ -26,14 +26,15 @@ from aqa.data.pickles import load_pickle
 from aqa.data.protocol import sample_frame_numbers
 from harness import commit, read_params, run, write_params
 
-VIDEOS = Path("data/raw/videos")
-ANNOTATIONS = Path("data/raw/annotations")
-FRAMES = Path("data/interim/frames")
-LATER_OUTPUTS = ("data/processed/features/i3d/**/*", "models/**/*", "reports/metrics/*",
+VIDEOS = Path("data/raw/finediving/videos")
+ANNOTATIONS = Path("data/raw/finediving/annotations")
+FRAMES = Path("data/interim/frames/finediving")
+LATER_OUTPUTS = ("data/processed/features/**/*", "models/**/*", "reports/metrics/**/*",
                  "reports/predictions/**/*", "reports/tables/*")
 # The DVC stage's own command, so the Snakemake driver re-reads the frames as `dvc repro` would.
-EXTRACT_FEATURES = ["snakemake", "--cores", "2", "--forcerun", "extract_features",
-                    "--allowed-rules", "extract_features", "--", "extract_features"]
+EXTRACT_FEATURES = ["snakemake", "--cores", "2", "--forcerun", "extract_features_dataset",
+                    "--allowed-rules", "extract_features_dataset", "--",
+                    "data/processed/features/finediving/i3d/.extract_features.done"]
 
 
 def files(root: Path, patterns) -> dict[str, bytes]:
@@ -56,7 +57,8 @@ def assert_repaired(root: Path, later_before: dict[str, bytes], frames_before: d
     (but those in `may_run`, which must then give the same bytes)."""
     out = run(["dvc", "repro"], root)
     ran = set(stages_run(out.stdout + out.stderr)) - set(may_run)
-    assert not {"extract_features", "train@fr-dn", "evaluate@fr-dn", "make_report"} & ran, ran
+    assert not {"extract_features@finediving", "extract_features@mtl_aqa", "train@fr-dn", "evaluate@fr-dn",
+                "train_mtl_aqa@fr-dn", "evaluate_mtl_aqa@fr-dn", "make_report"} & ran, ran
     assert files(root, LATER_OUTPUTS) == later_before
     assert files(root, [f"{FRAMES}/**/*"]) == frames_before
     assert "up to date" in run(["dvc", "status"], root).stdout
@@ -162,7 +164,7 @@ def test_a_damaged_frame_is_named_by_extract_features_and_the_cache_kept(built_p
 
     # The failed job took Snakemake's flag with it, so DVC reruns the stage: it reuses every dive.
     run(["dvc", "checkout", "--force", str(FRAMES)], root)
-    assert_repaired(root, later, frames, may_run=("extract_features",))
+    assert_repaired(root, later, frames, may_run=("extract_features@finediving",))
 
 
 # ----------------------------------------------------------------------------- annotations
@@ -187,7 +189,7 @@ def spoiled_source(root: Path, fault: str) -> tuple[Path, str]:
 
 def use_source(root: Path, source: Path | None, invalid_dives: str = "error") -> None:
     params = read_params(root)
-    params["synthesize_videos"]["source_annotations"] = None if source is None else str(source)
+    params["synthesize_videos"]["finediving"]["source_annotations"] = None if source is None else str(source)
     params["convert_annotations"]["invalid_dives"] = invalid_dives
     write_params(root, params)
     commit(root, "annotations from elsewhere")
@@ -224,7 +226,7 @@ def test_impossible_annotations_are_dropped_when_params_say_so(built_project):
     source, key = spoiled_source(root, "negative_score")
     use_source(root, source, invalid_dives="drop")
 
-    run(["dvc", "repro", "convert_annotations"], root)
+    run(["dvc", "repro", "convert_annotations@finediving"], root)
     report = json.loads((root / "data/processed/annotations/finediving/validation.json").read_text())
     assert [d["key"] for d in report["dropped_dives"]] == [key]
     assert report["num_dives"] == 11 and report["invalid_dives"] == "drop"

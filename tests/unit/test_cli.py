@@ -100,13 +100,19 @@ def test_check_params_reads_exponent_numbers(tmp_path):
 def test_check_params_refuses_external_inputs_that_are_not_there(tmp_path, repo_params):
     p = copy.deepcopy(repo_params)
     p["fetch_i3d"]["weights_path"] = str(tmp_path / "missing.pt")
-    p["synthesize_videos"]["source_annotations"] = str(tmp_path)   # a folder: fine
-    p["extract_frames"]["frames_root"] = str(_params(tmp_path, {}, "a_file.yaml"))
+    p["synthesize_videos"]["finediving"]["source_annotations"] = str(tmp_path)   # a folder: fine
+    p["synthesize_videos"]["mtl_aqa"]["source_annotations"] = str(tmp_path / "no_mtl_aqa")
+    p["extract_frames"]["frames_root"]["finediving"] = str(_params(tmp_path, {}, "a_file.yaml"))
     stamp = tmp_path / "params.checked"
     line = _one_error_line(_aqa("check-params", "--params", _params(tmp_path, p), "--out", stamp), "check-params")
     assert f"fetch_i3d.weights_path = '{tmp_path / 'missing.pt'}': does not exist" in line
-    assert "extract_frames.frames_root = " in line and "a_file.yaml': not a folder" in line
-    assert "source_annotations" not in line
+    assert "extract_frames.frames_root.finediving = " in line and "a_file.yaml': not a folder" in line
+    assert f"synthesize_videos.mtl_aqa.source_annotations = '{tmp_path / 'no_mtl_aqa'}': does not exist" in line
+    assert "finediving.source_annotations" not in line
+    # a dataset that does not run is not looked at
+    p["datasets"].update(run=["finediving"], variants={**p["datasets"]["variants"], "mtl_aqa": []})
+    line = _one_error_line(_aqa("check-params", "--params", _params(tmp_path, p), "--out", stamp), "check-params")
+    assert "no_mtl_aqa" not in line
     assert not stamp.exists()
 
 

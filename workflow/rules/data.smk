@@ -1,4 +1,6 @@
-# Data stages: stand-in footage, frames, Parquet annotations.
+# Data stages: stand-in footage, frames, Parquet annotations. Each stage's job runs per dataset
+# (rule <stage>_dataset, wildcard {dataset}; the DVC stage <stage>@<dataset> runs one); the rule
+# named after the stage asks for every dataset of datasets.run (`snakemake -c2 <stage>`).
 
 from aqa.data.frames import videos_to_extract
 from aqa.snakemake_lock import hold_driver_lock
@@ -12,7 +14,7 @@ if not (workflow.remote_exec or workflow.subprocess_exec):
         logger.warning(f"removed {_stale}: a Snakemake lock left by a run that was killed")
 
 
-checkpoint synthesize_videos:
+checkpoint synthesize_videos_dataset:
     output:
         videos=directory(RAW_VIDEOS),
         annotations=directory(RAW_ANNOTATIONS),
@@ -21,20 +23,24 @@ checkpoint synthesize_videos:
         section=config["synthesize_videos"],
     threads: workflow.cores
     log:
-        "logs/synthesize_videos/synthesize_videos.log",
+        "logs/synthesize_videos/{dataset}.log",
     shell:
-        "{AQA} synthesize-videos --params {PARAMS} --log {log} --videos {output.videos}"
-        " --annotations {output.annotations} --masks {output.masks}"
+        "{AQA} synthesize-videos --params {PARAMS} --log {log} --dataset {wildcards.dataset}"
+        " --videos {output.videos} --annotations {output.annotations} --masks {output.masks}"
 
 
 def videos_to_cut(wildcards):
-    """The frame folders of every annotated video (known once the checkpoint has run).
+    """The frame folders of every annotated video of the dataset (known once the checkpoint has run).
 
-    A stray .mp4 without annotated dives, or an annotated video without its .mp4, stops the
-    run here with one line naming the file, before any job starts.
+    None when the dataset's real frames are given. A stray .mp4 without annotated dives, or an
+    annotated video without its .mp4, stops the run here with one line naming the file, before any
+    job starts.
     """
-    out = checkpoints.synthesize_videos.get().output
-    return expand(f"{FRAMES}/{{video}}", video=videos_to_extract(out.videos, out.annotations))
+    if frames_root(wildcards.dataset):
+        return []
+    out = checkpoints.synthesize_videos_dataset.get(dataset=wildcards.dataset).output
+    videos = videos_to_extract(out.videos, out.annotations, wildcards.dataset)
+    return expand(f"{FRAMES}/{{video}}", dataset=wildcards.dataset, video=videos)
 
 
 rule extract_frames_video:
@@ -45,22 +51,23 @@ rule extract_frames_video:
         directory(f"{FRAMES}/{{video}}"),
     params:
         section=config["extract_frames"],
+        root=FRAMES,
     threads: workflow.cores
     log:
-        "logs/extract_frames/{video}.log",
+        "logs/extract_frames/{dataset}/{video}.log",
     shell:
-        "{AQA} extract-frames --params {PARAMS} --log {log} --video {input.video}"
-        " --annotations {input.annotations} --out {FRAMES}"
+        "{AQA} extract-frames --params {PARAMS} --log {log} --dataset {wildcards.dataset}"
+        " --video {input.video} --annotations {input.annotations} --out {params.root}"
 
 
-rule extract_frames:
+rule extract_frames_dataset:
     input:
-        videos_to_cut if not config["extract_frames"]["frames_root"] else [],
+        videos_to_cut,
     output:
         touch(f"{FRAMES}/.extract_frames.done"),
 
 
-rule convert_annotations:
+rule convert_annotations_dataset:
     input:
         annotations=RAW_ANNOTATIONS,
     output:
@@ -68,7 +75,22 @@ rule convert_annotations:
     params:
         section=config["convert_annotations"],
     log:
-        "logs/convert_annotations/convert_annotations.log",
+        "logs/convert_annotations/{dataset}.log",
     shell:
-        "{AQA} convert-annotations --params {PARAMS} --log {log}"
-        " --finediving {input.annotations} --out {output}"
+        "{AQA} convert-annotations --params {PARAMS} --log {log} --dataset {wildcards.dataset}"
+        " --annotations {input.annotations} --out {output}"
+
+
+rule synthesize_videos:
+    input:
+        expand(RAW_VIDEOS, dataset=DATASETS),
+
+
+rule extract_frames:
+    input:
+        expand(rules.extract_frames_dataset.output, dataset=DATASETS),
+
+
+rule convert_annotations:
+    input:
+        expand(ANNOTATIONS, dataset=DATASETS),

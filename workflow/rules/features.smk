@@ -1,4 +1,4 @@
-# The backbone and the I3D feature cache.
+# The backbone and the I3D feature cache (one per dataset).
 
 
 rule fetch_i3d:
@@ -13,9 +13,9 @@ rule fetch_i3d:
         "{AQA} fetch-i3d --params {PARAMS} --log {log} --out {I3D}"
 
 
-rule extract_features:
+rule extract_features_dataset:
     input:
-        frames=rules.extract_frames.output,
+        frames=f"{FRAMES}/.extract_frames.done",
         annotations=ANNOTATIONS,
         weights=rules.fetch_i3d.output.weights,
     output:
@@ -24,9 +24,17 @@ rule extract_features:
         touch(f"{FEATURES}/.extract_features.done"),
     params:
         section=config["extract_features"],
+        frames=lambda wildcards: frames_source(wildcards.dataset),
+        dives=DIVES,
+        out=FEATURES,
     threads: workflow.cores
     log:
-        "logs/extract_features/extract_features.log",
+        "logs/extract_features/{dataset}.log",
     shell:
-        "{AQA} extract-features --params {PARAMS} --log {log} --frames {FRAMES_SOURCE}"
-        " --annotations {DIVES} --weights {input.weights} --out {FEATURES}"
+        "{AQA} extract-features --params {PARAMS} --log {log} --frames {params.frames}"
+        " --annotations {params.dives} --weights {input.weights} --out {params.out}"
+
+
+rule extract_features:
+    input:
+        expand(rules.extract_features_dataset.output, dataset=DATASETS),

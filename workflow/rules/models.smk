@@ -1,52 +1,58 @@
-# Training (one folder per variant, one run per seed) and multi-exemplar evaluation.
+# Training (one folder per dataset and variant, one run per seed) and evaluation.
 
 
 rule train_variant:
     input:
-        features=rules.extract_features.output,
+        features=f"{FEATURES}/.extract_features.done",
         annotations=ANNOTATIONS,
     output:
         # A flag, not the folder: checkpoints must survive an interrupted job (training
         # resumes from them, and starts afresh itself when its config changed).
         touch(f"{MODELS}/{{variant}}/.train.done"),
     wildcard_constraints:
-        variant="|".join(trained_variants()),
+        variant="|".join(sorted({n for d in DATASETS for n in trained_variants(d)})),
     params:
         section=config["train"],
+        features=FEATURES,
+        dives=DIVES,
+        out=f"{MODELS}/{{variant}}",
     threads: workflow.cores
     log:
-        "logs/train/{variant}.log",
+        "logs/train/{dataset}/{variant}.log",
     shell:
         "{AQA} train --params {PARAMS} --log {log} --variant {wildcards.variant}"
-        " --features {FEATURES} --annotations {DIVES} --out {MODELS}/{wildcards.variant}"
+        " --features {params.features} --annotations {params.dives} --out {params.out}"
 
 
 rule train:
     input:
-        expand(f"{MODELS}/{{variant}}/.train.done", variant=trained_variants()),
+        all_trained(f"{MODELS}/{{name}}/.train.done"),
 
 
 rule evaluate_variant:
     input:
         trained=f"{MODELS}/{{name}}/.train.done",
-        features=rules.extract_features.output,
+        features=f"{FEATURES}/.extract_features.done",
         annotations=ANNOTATIONS,
     output:
         metrics=f"{METRICS}/{{name}}.json",
         predictions=directory(f"{PREDICTIONS}/{{name}}"),
     wildcard_constraints:
-        name="|".join(trained_variants()),
+        name="|".join(sorted({n for d in DATASETS for n in trained_variants(d)})),
     params:
         section=config["evaluate"],
+        models=f"{MODELS}/{{name}}",
+        features=FEATURES,
+        dives=DIVES,
     threads: workflow.cores
     log:
-        "logs/evaluate/{name}.log",
+        "logs/evaluate/{dataset}/{name}.log",
     shell:
         "{AQA} evaluate --params {PARAMS} --log {log} --variant {wildcards.name}"
-        " --models {MODELS}/{wildcards.name} --features {FEATURES} --annotations {DIVES}"
+        " --models {params.models} --features {params.features} --annotations {params.dives}"
         " --metrics {output.metrics} --predictions {output.predictions}"
 
 
 rule evaluate:
     input:
-        expand(f"{METRICS}/{{name}}.json", name=trained_variants()),
+        all_trained(f"{METRICS}/{{name}}.json"),

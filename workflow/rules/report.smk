@@ -1,7 +1,7 @@
-# The paper's tables from every variant's metrics.
+# The papers' tables from every dataset's metrics.
 
-TABLE_FILES = expand(
-    f"{TABLES}/finediving_table{{n}}.{{ext}}", n=[2, 3, 4], ext=["md", "csv", "tex"]
+TABLE_FILES = expand(f"{TABLES}/finediving_table{{n}}.{{ext}}", n=[2, 3, 4], ext=["md", "csv", "tex"]) + expand(
+    f"{TABLES}/mtl_aqa.{{ext}}", ext=["md", "csv", "tex"]
 )
 
 
@@ -15,4 +15,4 @@ rule make_report:
     log:
         "logs/make_report/make_report.log",
     shell:
-        "{AQA} make-report --params {PARAMS} --log {log} --metrics {METRICS} --out {TABLES}"
+        "{AQA} make-report --params {PARAMS} --log {log} --metrics reports/metrics --out {TABLES}"

@@ -1,6 +1,7 @@
 """Stage convert_annotations: annotation pickles -> validated Parquet tables + anomaly report.
 
-Writes, per dataset, `<out>/<dataset>/dives.parquet` (schema `aqa.data.schema.DIVES_SCHEMA`),
+Writes, for one dataset (FineDiving or MTL-AQA, each from its release layout), `<out>/dives.parquet`
+(schema `aqa.data.schema.DIVES_SCHEMA`; the DAG's out is data/processed/annotations/<dataset>),
 `lexicon.parquet` and `validation.json`. Rows are in split order: the train keys in release
 order, then the test keys in release order (the order the reference evaluation reports in).
 Anomalies are reported and never repaired: a row keeps the released values. A dive with an
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 
 from aqa.data import finediving as fd
 from aqa.data import validation as v
+from aqa.data.datasets import FINEDIVING, dataset_spec
 from aqa.data.mtl_aqa import ANNOTATIONS as MTL_ANNOTATIONS
 from aqa.data.mtl_aqa import read_mtl_aqa, split_files, video_name
 from aqa.data.pickles import load_pickle
@@ -247,25 +249,26 @@ def _write_dataset(out: Path, rows: list[dict], lexicon: list[dict], report: dic
              report["splits"], report["num_anomalies"], report["anomaly_counts"], out)
 
 
-def convert_annotations(*, finediving_dir: Path, out_dir: Path, cfg: dict) -> None:
-    """Convert FineDiving (always) and MTL-AQA (when cfg['mtl_aqa_info'] is set) to Parquet.
+def convert_annotations(*, dataset: str, annotations_dir: Path, out_dir: Path, cfg: dict) -> None:
+    """Convert one dataset's raw annotation folder to `out_dir/{dives.parquet, lexicon.parquet,
+    validation.json}`.
 
-    cfg: params.yaml's `convert_annotations` section: mtl_aqa_info (path or None),
-    mtl_aqa_split (int), num_frames (protocol scale of transitions_96, 96 in the papers),
-    invalid_dives ("error" or "drop": what to do with a dive that has an impossible anomaly).
-    Both datasets are checked before anything is written.
+    dataset: `finediving` (the six release pickles) or `mtl_aqa` (the dive dictionary and split
+    `cfg['mtl_aqa_split']`). cfg: params.yaml's `convert_annotations` section: mtl_aqa_split (int),
+    num_frames (protocol scale of transitions_96, 96 in the papers), invalid_dives ("error" or
+    "drop": what to do with a dive that has an impossible anomaly). Everything is checked before
+    anything is written.
     """
-    finediving_dir, out_dir = Path(finediving_dir), Path(out_dir)
+    dataset_spec(dataset)
+    annotations_dir, out_dir = Path(annotations_dir), Path(out_dir)
     num_frames = int(cfg["num_frames"])
     invalid_dives = cfg.get("invalid_dives", "error")
-    datasets = [("finediving", *finediving_tables(finediving_dir, num_frames, invalid_dives))]
-    if cfg.get("mtl_aqa_info"):
-        rows, report = mtl_aqa_tables(Path(cfg["mtl_aqa_info"]), int(cfg["mtl_aqa_split"]), num_frames,
-                                      invalid_dives)
-        # MTL-AQA has no sub-action annotation: an empty lexicon keeps the layout uniform.
-        datasets.append(("mtl_aqa", rows, [], report))
-    for name, rows, lexicon, report in datasets:
-        _write_dataset(out_dir / name, rows, lexicon, report)
+    if dataset == FINEDIVING:
+        rows, lexicon, report = finediving_tables(annotations_dir, num_frames, invalid_dives)
+    else:
+        rows, report = mtl_aqa_tables(annotations_dir, int(cfg["mtl_aqa_split"]), num_frames, invalid_dives)
+        lexicon = []  # MTL-AQA has no sub-action annotation: an empty lexicon keeps the layout uniform
+    _write_dataset(out_dir, rows, lexicon, report)
 
 
 def read_dives(path: str | Path) -> pd.DataFrame:
@@ -282,3 +285,17 @@ def read_dives(path: str | Path) -> pd.DataFrame:
     if df["key"].duplicated().any():
         raise SchemaError(f"{path}: duplicate keys {df['key'][df['key'].duplicated()].tolist()[:5]}")
     return df
+
+
+def dataset_of(path: str | Path) -> str:
+    """The dataset a dives.parquet holds: its `aqa.dataset` metadata (convert_annotations writes it),
+    else the name of its folder (the pipeline's data/processed/annotations/<dataset>/)."""
+    path = Path(path)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: dives table not found") from None
+    except Exception as exc:  # not Parquet at all
+        raise SchemaError(f"{path}: not a Parquet file: {exc}") from exc
+    name = meta.get(b"aqa.dataset")
+    return name.decode() if name is not None else path.resolve().parent.name

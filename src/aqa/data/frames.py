@@ -1,6 +1,6 @@
 """extract_frames: cut every annotated dive of a raw video into JPEG frames.
 
-Layout (FineDiving release): `<frames_root>/<video>/<idx>/<frame:05d>.jpg`, frames numbered by
+Layout (FineDiving release, for every dataset): `<frames_root>/<video>/<idx>/<frame:05d>.jpg`, frames numbered by
 their absolute number in the raw video (0 = first decoded frame), scaled to `height` with the
 aspect kept and the width rounded to an even number (ffmpeg `scale=-2:<height>`, bicubic).
 
@@ -10,8 +10,9 @@ libjpeg-turbo), both of which release the GIL. Each dive is written into a tempo
 renamed when complete, so a dive folder that exists is whole; reruns skip complete dives and
 clear leftovers of interrupted runs.
 
-When params' `extract_frames.frames_root` is set (real FineDiving frames), the drivers skip this
-stage altogether; this module never reads that key.
+When params' `extract_frames.frames_root.<dataset>` is set (real frames), the drivers skip this
+stage for that dataset; this module never reads that key. The dives of a video come from the
+dataset's raw annotation folder in its release layout (`aqa.data.datasets.read_ranges`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
-from aqa.data.finediving import Dive, read_finediving
+from aqa.data.datasets import DiveRange
+from aqa.data.datasets import read_ranges
 from aqa.data.video import FrameReader, VideoError, resize_frame
 from aqa.errors import AqaError
 from aqa.io import atomic_path
@@ -61,22 +63,22 @@ def frame_name(n: int) -> str:
     return f"{n:05d}.jpg"
 
 
-def expected_names(dive: Dive) -> set[str]:
+def expected_names(dive: DiveRange) -> set[str]:
     return {frame_name(n) for n in range(dive.start_frame, dive.end_frame + 1)}
 
 
-def dive_is_complete(dive_dir: Path, dive: Dive) -> bool:
+def dive_is_complete(dive_dir: Path, dive: DiveRange) -> bool:
     """True if `dive_dir` holds exactly the dive's frame files, no more, no fewer."""
     return dive_dir.is_dir() and set(os.listdir(dive_dir)) == expected_names(dive)
 
 
-def _dive_label(dive: Dive) -> str:
+def _dive_label(dive: DiveRange) -> str:
     return f"dive {dive.video}/{dive.idx} (frames {dive.start_frame}-{dive.end_frame})"
 
 
-def _clusters(dives: Sequence[Dive]) -> list[list[Dive]]:
+def _clusters(dives: Sequence[DiveRange]) -> list[list[DiveRange]]:
     """Dives in frame order, grouped where their ranges overlap (each group is read once)."""
-    groups: list[list[Dive]] = []
+    groups: list[list[DiveRange]] = []
     for d in sorted(dives, key=lambda d: (d.start_frame, d.end_frame, d.idx)):
         if groups and d.start_frame <= max(g.end_frame for g in groups[-1]):
             groups[-1].append(d)
@@ -89,7 +91,7 @@ def _clusters(dives: Sequence[Dive]) -> list[list[Dive]]:
 class _DiveWriter:
     """A dive being written into its temporary folder; `commit` renames it into place."""
 
-    dive: Dive
+    dive: DiveRange
     final: Path
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     futures: list[Future] = field(default_factory=list)
@@ -159,7 +161,7 @@ def _clear_leftovers(video_dir: Path) -> None:
             tmp.unlink()
 
 
-def _check_ranges(video_path: Path, dives: Sequence[Dive], num_frames: int) -> None:
+def _check_ranges(video_path: Path, dives: Sequence[DiveRange], num_frames: int) -> None:
     for d in dives:
         if d.start_frame < 0 or d.end_frame < d.start_frame:
             raise FrameExtractionError(f"{video_path}: {_dive_label(d)} is not a valid frame range")
@@ -169,7 +171,7 @@ def _check_ranges(video_path: Path, dives: Sequence[Dive], num_frames: int) -> N
                 f"({num_frames} frames, last frame number {num_frames - 1})")
 
 
-def extract_video(video_path: Path, dives: Sequence[Dive], video_dir: Path, *, height: int,
+def extract_video(video_path: Path, dives: Sequence[DiveRange], video_dir: Path, *, height: int,
                   jpeg_quality: int, workers: int,
                   seek_threshold: int | None = SEEK_THRESHOLD) -> VideoStats:
     """Write `video_dir/<idx>/<frame:05d>.jpg` for every dive of one video; skip complete dives."""
@@ -197,7 +199,7 @@ def extract_video(video_path: Path, dives: Sequence[Dive], video_dir: Path, *, h
         raise FrameExtractionError(f"{exc}; dives not extracted: {names}") from None
     encoder = _Encoder(height, jpeg_quality, workers)
     writers: dict[int, _DiveWriter] = {}
-    group: list[Dive] = []
+    group: list[DiveRange] = []
     total = sum(d.num_frames for d in todo)
     try:
         with reader, tqdm(total=total, desc=video_path.stem, unit="frame", leave=False) as bar:
@@ -238,14 +240,14 @@ def _unannotated(path: Path, annotations_dir: Path) -> str:
             "remove the file or annotate its dives")
 
 
-def videos_to_extract(videos_dir: Path, annotations_dir: Path) -> list[str]:
+def videos_to_extract(videos_dir: Path, annotations_dir: Path, dataset: str) -> list[str]:
     """The video names to cut: every annotated video. Refuses a folder that does not match them.
 
     A `.mp4` no dive refers to (a stray file) and an annotated video without its `.mp4` are both
     errors naming the file, raised before any frame is cut.
     """
     videos_dir, annotations_dir = Path(videos_dir), Path(annotations_dir)
-    annotated = Counter(dive.video for dive in read_finediving(annotations_dir).dives.values())
+    annotated = Counter(dive.video for dive in read_ranges(dataset, annotations_dir))
     present = {p.stem for p in videos_dir.glob("*.mp4")}
     stray = sorted(present - set(annotated))
     if stray:
@@ -259,7 +261,7 @@ def videos_to_extract(videos_dir: Path, annotations_dir: Path) -> list[str]:
     return sorted(annotated)
 
 
-def extract_frames(video_paths: list[Path], *, annotations_dir: Path, frames_root: Path,
+def extract_frames(video_paths: list[Path], *, dataset: str, annotations_dir: Path, frames_root: Path,
                    cfg: dict[str, Any]) -> None:
     """Cut every annotated dive of each video into `frames_root/<video>/<idx>/<frame:05d>.jpg`.
 
@@ -268,9 +270,8 @@ def extract_frames(video_paths: list[Path], *, annotations_dir: Path, frames_roo
     Every other video is attempted; failures are collected and raised together.
     """
     frames_root = Path(frames_root)
-    annotations = read_finediving(annotations_dir)
-    by_video: dict[str, list[Dive]] = {}
-    for dive in annotations.dives.values():
+    by_video: dict[str, list[DiveRange]] = {}
+    for dive in read_ranges(dataset, annotations_dir):
         by_video.setdefault(dive.video, [])
         if dive.start_frame < 0 or dive.end_frame < dive.start_frame:
             # No frames can exist for it; convert_annotations refuses the dive (or drops it).

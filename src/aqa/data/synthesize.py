@@ -1,10 +1,13 @@
-"""Stage synthesize_videos: stand-in competition videos, their annotations and masks.
+"""Stage synthesize_videos: stand-in competition videos, their annotations and masks, per dataset.
 
-From real FineDiving annotation files (every dive keeps its key, split, scores and labels; its
-frames move onto the synthetic video's timeline) or from a sampled annotation set with the
-real statistics, render one H.264 mp4 per competition video, FineDiving-HM-style masks for
-every dive frame and the six annotation files. Each dive is drawn from an RNG seeded by
-(seed, video, idx), so the output does not depend on the order of work.
+FineDiving: from real FineDiving annotation files (every dive keeps its key, split, scores and
+labels; its frames move onto the synthetic video's timeline) or from a sampled annotation set with
+the real statistics; writes the six release files. MTL-AQA: from the real MTL-AQA dive dictionary
+(every dive keeps its key, split, dive number, DD, judges and score) or from a sampled MTL-AQA-shaped
+set; MTL-AQA has no step labels, so the take-off / flight / entry timeline the renderer follows is
+invented (`aqa.data.synth.mtl_aqa`); writes the release's dive dictionary and split 0. Either way,
+one H.264 mp4 per competition video and FineDiving-HM-style masks for every dive frame. Each dive
+is drawn from an RNG seeded by (seed, video, idx), so the output does not depend on the order of work.
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from aqa.data.datasets import FINEDIVING, MTL_AQA, dataset_spec
 from aqa.data.finediving import (COARSE, FINE, AnnotationError, Dive, FineDivingAnnotations, Key,
                                  read_finediving, write_finediving)
+from aqa.data.mtl_aqa import ANNOTATIONS as MTL_ANNOTATIONS
+from aqa.data.mtl_aqa import resolve_info_dir, write_mtl_aqa
 from aqa.data.synth.dive_numbers import parse_dive_number
 from aqa.data.synth.diver import BOARD_HEIGHT, DiveMotion, Frame
 from aqa.data.synth.encode import open_video
+from aqa.data.synth.mtl_aqa import MIN_FRAMES, MtlSource, read_mtl_source, release_records, sample_mtl_aqa
 from aqa.data.synth.render import Renderer, sample_look
-from aqa.data.synth.sampler import (Event, event_of_video, quality_from_score, rng_for,
+from aqa.data.synth.sampler import (Event, SampledSet, event_of_video, quality_from_score, rng_for,
                                     sample_annotations, stratified_subset)
 from aqa.data.synth.scene import build_scene, follow
 from aqa.data.synth.timeline import VideoPlan, place_on_timeline, step_timing
@@ -32,15 +39,17 @@ from aqa.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("source_annotations", "seed", "num_videos", "dives_per_video", "test_fraction", "subset",
-            "height", "width", "fps", "gap_frames", "crf")
+REQUIRED = ("seed", "height", "width", "fps", "gap_frames", "crf")
+SOURCE_KEYS = ("source_annotations", "num_videos", "dives_per_video", "test_fraction", "subset")
 
 
-def load_source(cfg: dict) -> tuple[FineDivingAnnotations, dict[Key, np.ndarray]]:
-    """The annotation set to render and each dive's latent step qualities."""
-    seed = int(cfg["seed"])
+def load_source(cfg: dict, seed: int) -> SampledSet:
+    """The FineDiving annotation set to render and each dive's latent step qualities.
+
+    `cfg`: the `synthesize_videos.finediving` section; `seed`: synthesize_videos.seed.
+    """
     if cfg["source_annotations"] is None:
-        sampled = sample_annotations(cfg)
+        sampled = sample_annotations({**cfg, "seed": seed})
         ann, quality = sampled.annotations, sampled.quality
         log.info("sampled %d dives in %d videos", len(ann.dives), int(cfg["num_videos"]))
     else:
@@ -50,7 +59,28 @@ def load_source(cfg: dict) -> tuple[FineDivingAnnotations, dict[Key, np.ndarray]
     ann = stratified_subset(ann, cfg["subset"]["max_dives"], int(cfg["subset"]["seed"]))
     if cfg["source_annotations"] is not None:
         check_timing(ann, Path(cfg["source_annotations"]))
-    return ann, {k: quality[k] for k in ann.dives}
+    return SampledSet(ann, {k: quality[k] for k in ann.dives})
+
+
+def load_mtl_source(cfg: dict, seed: int) -> MtlSource:
+    """The MTL-AQA set to render: the real info folder's dives (split 0) or a sampled set.
+
+    `cfg`: the `synthesize_videos.mtl_aqa` section; `source_annotations` may name the info folder
+    or the MTL-AQA folder holding it (`info/`, CoRe's layout).
+    """
+    if cfg["source_annotations"] is None:
+        source = sample_mtl_aqa(cfg, seed)
+        log.info("sampled %d MTL-AQA-shaped dives in %d videos", len(source.annotations.dives),
+                 int(cfg["num_videos"]))
+    else:
+        info = resolve_info_dir(cfg["source_annotations"])
+        source = read_mtl_source(info, seed)
+        log.info("read %d MTL-AQA dives from %s", len(source.annotations.dives), info)
+    ann = stratified_subset(source.annotations, cfg["subset"]["max_dives"], int(cfg["subset"]["seed"]))
+    if cfg["source_annotations"] is not None:
+        check_mtl_timing(ann, resolve_info_dir(cfg["source_annotations"]) / MTL_ANNOTATIONS)
+    return MtlSource(ann, {k: source.quality[k] for k in ann.dives},
+                     {k: source.records[k] for k in ann.dives})
 
 
 def check_timing(ann: FineDivingAnnotations, folder: Path) -> None:
@@ -70,22 +100,54 @@ def check_timing(ann: FineDivingAnnotations, folder: Path) -> None:
                                   f"{d.num_frames} frames; fix the annotation (one label per frame)")
 
 
-def synthesize_videos(cfg: dict, *, videos_dir: Path, annotations_dir: Path, masks_dir: Path) -> None:
-    """Render every competition video of the annotation set, its masks and its annotations."""
-    missing = [k for k in REQUIRED if k not in cfg]
+def check_mtl_timing(ann: FineDivingAnnotations, path: Path) -> None:
+    """Refuse an MTL-AQA dive to render whose frame range is impossible or too short to draw."""
+    for d in ann.dives.values():
+        where = f"dive {d.video}/{d.idx} (start_frame {d.start_frame}, end_frame {d.end_frame})"
+        if d.start_frame < 0 or d.end_frame < d.start_frame:
+            problem = "starts before frame 0" if d.start_frame < 0 else "ends before it starts"
+            raise AnnotationError(f"{path}: {where} {problem}; fix the annotation (the stand-in video "
+                                  "would have to re-time the dive)")
+        if d.num_frames < MIN_FRAMES:
+            raise AnnotationError(f"{path}: {where} has {d.num_frames} frame(s), too few to draw a "
+                                  f"take-off, a flight and an entry (at least {MIN_FRAMES})")
+
+
+def synthesize_videos(cfg: dict, *, dataset: str, videos_dir: Path, annotations_dir: Path,
+                      masks_dir: Path) -> None:
+    """Render every competition video of one dataset's annotation set, its masks and its annotations.
+
+    `cfg`: params' synthesize_videos section (the rendering keys and one sub-section per dataset).
+    """
+    dataset_spec(dataset)
+    missing = [k for k in REQUIRED if k not in cfg] + [f"{dataset}.{k}" for k in SOURCE_KEYS
+                                                        if k not in cfg.get(dataset, {})]
     if missing:
         raise KeyError(f"synthesize_videos params lack: {', '.join(missing)}")
     for side in ("height", "width"):
         if int(cfg[side]) % 2:
             raise ValueError(f"synthesize_videos.{side} must be even for yuv420p, got {cfg[side]}")
-    ann, quality = load_source(cfg)
-    ann, plans = place_on_timeline(ann, tuple(cfg["gap_frames"]), int(cfg["seed"]))
-    videos_dir, masks_dir = Path(videos_dir), Path(masks_dir)
+    seed = int(cfg["seed"])
+    source = load_source(cfg[dataset], seed) if dataset == FINEDIVING else load_mtl_source(cfg[MTL_AQA], seed)
+    ann, plans = place_on_timeline(source.annotations, tuple(cfg["gap_frames"]), seed)
+    render_all(ann, source.quality, plans, cfg, Path(videos_dir), Path(masks_dir))
+    if dataset == FINEDIVING:
+        write_finediving(ann, Path(annotations_dir))
+    else:  # the release's records, re-timed, with the release's integer video numbers
+        write_mtl_aqa(release_records(source, ann), [(int(v), i) for v, i in ann.train_keys],
+                      [(int(v), i) for v, i in ann.test_keys], Path(annotations_dir))
+    log.info("%s: wrote %d videos, %d dives, %d frames", dataset, len(plans), len(ann.dives),
+             sum(p.num_frames for p in plans))
+
+
+def render_all(ann: FineDivingAnnotations, quality: dict[Key, np.ndarray], plans: list[VideoPlan], cfg: dict,
+               videos_dir: Path, masks_dir: Path) -> None:
+    """Every video of `plans` (whole videos per worker process)."""
     videos_dir.mkdir(parents=True, exist_ok=True)
     total = sum(p.num_frames for p in plans)
     workers = min(int(cfg.get("workers", 1)), len(plans))
-    jobs = [(plan, _only(ann, plan), {k: quality[k] for k in plan.keys}, cfg, videos_dir / f"{plan.name}.mp4", masks_dir / plan.name)
-            for plan in plans]
+    jobs = [(plan, _only(ann, plan), {k: quality[k] for k in plan.keys}, cfg, videos_dir / f"{plan.name}.mp4",
+             masks_dir / plan.name) for plan in plans]
     with tqdm(total=total, unit="frame", desc="synthesize_videos", mininterval=2.0) as bar:
         if workers <= 1:
             for job in jobs:
@@ -96,8 +158,6 @@ def synthesize_videos(cfg: dict, *, videos_dir: Path, annotations_dir: Path, mas
                 for fut in as_completed(futures):
                     fut.result()
                     bar.update(futures[fut].num_frames)
-    write_finediving(ann, Path(annotations_dir))
-    log.info("wrote %d videos, %d dives, %d frames", len(plans), len(ann.dives), total)
 
 
 def _only(ann: FineDivingAnnotations, plan: VideoPlan) -> FineDivingAnnotations:

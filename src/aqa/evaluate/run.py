@@ -119,7 +119,11 @@ class SeedResult:
 
 
 def retrain_advice(variant: str, seed_dir: Path) -> str:
-    return f"re-run its training: dvc repro train@{variant} (or delete {seed_dir} and run dvc repro)"
+    from aqa.data.datasets import DATASETS, dvc_stage
+
+    dataset = Path(seed_dir).parent.parent.name  # the pipeline's models/<dataset>/<variant>/seed<k>
+    stage = dvc_stage("train", dataset) if dataset in DATASETS else "train"
+    return f"re-run its training: dvc repro {stage}@{variant} (or delete {seed_dir} and run dvc repro)"
 
 
 def load_trained(spec: VariantSpec, params: dict[str, Any], data: DiveData, seed: int, seed_dir: Path,
@@ -210,7 +214,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     histories = {seed: _read_history(d / HISTORY, spec.name) for seed, d in seed_dirs.items()}
     models = {f"seed{seed}/{name}": sha256_file(d / name)
               for seed, d in seed_dirs.items() for name in (BEST_VAL, HISTORY)}
-    tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
+    dataset = dataset_name(dives_parquet)
+    tracker = Tracker(tracking_uri, dataset)
     direct = not is_pairwise_method(spec.method)
     per_seed, gt_seeds = [], []
     for seed, seed_dir in seed_dirs.items():
@@ -231,12 +236,12 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         log.info("%s seed %d: honest rho %.4f, paper rho %.4f", variant, seed, entry["honest"]["rho"],
                  entry["paper"].get("rho", float("nan")))
     result = {
-        "variant": spec.name, "method": spec.method, "exemplar_mode": spec.mode,
+        "variant": spec.name, "method": spec.method, "exemplar_mode": spec.mode, "dataset": dataset,
         "scoring": "direct" if direct else "voting",
         # the model's config as trained: the variant's settings and what the exemplar mode and the
         # training pool imply (CoRe's group edges, use_dd); the same for every seed
         "model_settings": _pairs(next(iter(trained.values()))["config"]["model_kwargs"]),
-        "footage": footage(params),
+        "footage": footage(params, dataset),
         "seeds": list(params["train"]["seeds"]), "num_exemplars": None if direct else m_main,
         "honest": summarize([e["honest"] for e in per_seed]),
         "paper": summarize([e["paper"] for e in per_seed]),
@@ -255,7 +260,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
                                     "paper": summarize([e["paper"] for e in gt_seeds]), "per_seed": gt_seeds}
     inputs = {"annotations": data.annotations_digest, "features": data.fingerprint,
               "code": code_fingerprint(EVALUATE_CODE)}
-    result["provenance"] = metrics_provenance(params, spec.base, spec.mode, inputs=inputs, models=models)
+    result["provenance"] = metrics_provenance(params, spec.base, spec.mode, dataset, inputs=inputs, models=models)
     result = _clean(result)
     write_json_atomic(metrics_path, result)
     return result

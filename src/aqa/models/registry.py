@@ -35,14 +35,16 @@ class Method(NamedTuple):
     description: str
     pairwise: bool = True       # False: direct prediction, no exemplars
     reads_maps: bool = False    # needs batch["maps"] (16x the pooled features)
+    step_labels: bool = False   # learns the step transitions: needs a dataset with step labels
 
 
 METHODS: dict[str, Method] = {
     "fr": Method(FRModel, FRConfig, {}, "F+R: video-level features, symmetric contrastive regression"),
     "fr_asym": Method(FRModel, FRConfig, {"symmetric": False}, "F+R*: F+R, query-to-exemplar loss only"),
     "fr_dn": Method(FRModel, FRConfig, {"use_action": True}, "F+R#: F+R with an action-type embedding"),
-    "fsr": Method(FSRModel, FSRConfig, {}, "F+S+R: F+R plus PSNet, step-wise regression"),
-    "tsa": Method(TSAModel, TSAConfig, {}, "TSA: PSNet + procedure-aware cross-attention", reads_maps=True),
+    "fsr": Method(FSRModel, FSRConfig, {}, "F+S+R: F+R plus PSNet, step-wise regression", step_labels=True),
+    "tsa": Method(TSAModel, TSAConfig, {}, "TSA: PSNet + procedure-aware cross-attention", reads_maps=True,
+                  step_labels=True),
     "core": Method(CoReModel, CoReConfig, {}, "CoRe: contrastive regression, group-aware regression tree"),
     "i3d_mlp": Method(I3DMLPModel, I3DMLPConfig, {}, "I3D+MLP: clip-mean feature regressed by an MLP (MSE)",
                       pairwise=False),
@@ -61,6 +63,11 @@ def is_pairwise(method: str) -> bool:
 
 def reads_maps(method: str) -> bool:
     return _method(method).reads_maps
+
+
+def needs_step_labels(method: str) -> bool:
+    """True for methods supervised by the step transitions (PSNet): F+S+R and TSA."""
+    return _method(method).step_labels
 
 
 # Settings that the exemplar mode and the training pool decide (`variant_settings`), which a

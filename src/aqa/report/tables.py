@@ -1,11 +1,12 @@
 """The make_report stage: the FineDiving paper's Tables 2-4, ours beside the published numbers.
 
-Reads the `<variant>-<mode>.json` written by the evaluate stage for every variant x exemplar mode
-the current params train (other files in the folder are ignored) and writes
-`finediving_table{2,3,4}.{md,csv,tex}`. Each of our cells is mean ± std over seeds, for both
-protocols: "paper" (best value of each metric over epochs on test, as the reference code
-reports) and "honest" (best-validation checkpoint evaluated once on test). A method or mode the
-params do not train is shown as "not run", beside its published numbers.
+Reads the `finediving/<variant>-<mode>.json` written by the evaluate stage for every variant x
+exemplar mode the current params train on FineDiving (other files in the folder are ignored) and
+writes `finediving_table{2,3,4}.{md,csv,tex}`; the MTL-AQA table comes from aqa.report.mtl_aqa.
+Each of our cells is mean ± std over seeds, for both protocols: "paper" (best value of each
+metric over epochs on test, as the reference code reports) and "honest" (best-validation
+checkpoint evaluated once on test). A method or mode the params do not train is shown as "not
+run", beside its published numbers.
 
 Every metrics file must follow from the current params: its recorded params digest is
 recomputed (aqa.provenance.evaluate_params) and a file made from other params, a missing file,
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aqa.data.datasets import FINEDIVING as FINEDIVING_DATA
+from aqa.data.datasets import MTL_AQA, dvc_stage
 from aqa.errors import AqaError
 from aqa.io import write_text_atomic
 from aqa.provenance import changed_inputs, evaluate_params, flatten, sha256_json
@@ -74,9 +77,10 @@ class Table:
 # --------------------------------------------------------------------------- inputs
 
 
-def trained_variants(params: dict[str, Any]) -> list[tuple[str, str]]:
-    """(variant, mode) of every `<variant>-<mode>` the params train (and evaluate)."""
-    return [(base, mode) for base in params["train"]["variants"] for mode in params["train"]["exemplar_modes"]]
+def trained_variants(params: dict[str, Any], dataset: str = FINEDIVING_DATA) -> list[tuple[str, str]]:
+    """(variant, mode) of every `<variant>-<mode>` the params train (and evaluate) on `dataset`."""
+    return [(base, mode) for base in params["datasets"]["variants"][dataset]
+            for mode in params["train"]["exemplar_modes"]]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -96,13 +100,14 @@ def _show(value: Any) -> str:
 _ABSENT = object()
 
 
-def check_made_from_params(path: Path, data: dict[str, Any], params: dict[str, Any], base: str, mode: str) -> None:
+def check_made_from_params(path: Path, data: dict[str, Any], params: dict[str, Any], base: str, mode: str,
+                           dataset: str = FINEDIVING_DATA) -> None:
     """Refuse a metrics file whose recorded params digest is not the current params' (naming what differs)."""
-    rerun = f"re-run its evaluation (dvc repro evaluate@{base}-{mode})"
+    rerun = f"re-run its evaluation (dvc repro {dvc_stage('evaluate', dataset)}@{base}-{mode})"
     prov = data.get("provenance")
     if not isinstance(prov, dict) or "params_sha256" not in prov:
         raise ReportError(f"{path}: records no provenance (written by an older evaluate); {rerun}")
-    expected = evaluate_params(params, base, mode)
+    expected = evaluate_params(params, base, mode, dataset)
     if prov["params_sha256"] == sha256_json(expected):
         return
     recorded = {k: v for k, v in prov.get("params", [])}
@@ -116,6 +121,8 @@ def check_made_from_params(path: Path, data: dict[str, Any], params: dict[str, A
 
 def _check_same_inputs(found: dict[Path, dict[str, Any]]) -> None:
     """Every metrics file of one report was made from the same annotations and features."""
+    if not found:
+        return
     reference_path, reference = next(iter(found.items()))
     ref_inputs = {k: v for k, v in reference["provenance"].get("inputs", {}).items() if k != "code"}
     for path, data in found.items():
@@ -125,19 +132,21 @@ def _check_same_inputs(found: dict[Path, dict[str, Any]]) -> None:
                               "re-run the stale evaluations (dvc repro)")
 
 
-def load_metrics(metrics_dir: Path, params: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The metrics of every variant x mode the params train, by `<variant>-<mode>`, each checked to
-    follow from the current params; files of variants the params do not name are ignored."""
+def load_metrics(metrics_dir: Path, params: dict[str, Any],
+                 dataset: str = FINEDIVING_DATA) -> dict[str, dict[str, Any]]:
+    """The metrics of every variant x mode the params train on `dataset`, by `<variant>-<mode>`, each
+    checked to follow from the current params; files of variants the params do not name are ignored.
+    `metrics_dir`: the dataset's folder (reports/metrics/<dataset>)."""
     metrics_dir = Path(metrics_dir)
     found: dict[Path, dict[str, Any]] = {}
-    for base, mode in trained_variants(params):
+    for base, mode in trained_variants(params, dataset):
         path = metrics_dir / f"{base}-{mode}.json"
         if not path.is_file():
-            raise ReportError(f"{path}: no metrics for {base}-{mode}, which params train "
-                              f"(train.variants x train.exemplar_modes); run its evaluation "
-                              f"(dvc repro evaluate@{base}-{mode})")
+            raise ReportError(f"{path}: no metrics for {base}-{mode}, which params train on {dataset} "
+                              f"(datasets.variants.{dataset} x train.exemplar_modes); run its evaluation "
+                              f"(dvc repro {dvc_stage('evaluate', dataset)}@{base}-{mode})")
         data = _read_json(path)
-        check_made_from_params(path, data, params, base, mode)
+        check_made_from_params(path, data, params, base, mode, dataset)
         found[path] = data
     _check_same_inputs(found)
     ignored = sorted(p.name for p in metrics_dir.glob("*.json") if p not in found)
@@ -188,7 +197,7 @@ def ours_cell(result: dict | None, protocol: str, key: str) -> str:
 def _caption(title: str, used: list[dict], params: dict[str, Any], protocols: str) -> str:
     footage = sorted({m.get("footage") for m in used if m.get("footage")})
     if not footage:  # nothing run yet: describe what the params would produce
-        footage = ["stand-in" if params["extract_frames"].get("frames_root") is None else "real"]
+        footage = ["stand-in" if params["extract_frames"]["frames_root"].get(FINEDIVING_DATA) is None else "real"]
     seeds = sorted({s for m in used for s in m.get("seeds", [])}) or list(params["train"]["seeds"])
     footage_text = " + ".join(footage)
     if "stand-in" in footage:
@@ -305,12 +314,17 @@ def to_latex(table: Table) -> str:
 
 
 def make_report(*, metrics_dir: Path, tables_dir: Path, params: dict[str, Any]) -> None:
-    """Write finediving_table{2,3,4}.{md,csv,tex} into tables_dir from the metrics JSONs of the
-    variants the params train; nothing is written unless every table can be built."""
+    """Write finediving_table{2,3,4}.{md,csv,tex} and mtl_aqa.{md,csv,tex} into tables_dir from the
+    metrics JSONs (`metrics_dir/<dataset>/<variant>-<mode>.json`) of the variants the params train;
+    nothing is written unless every table can be built."""
+    from aqa.report.mtl_aqa import mtl_aqa_table
+
     check_table4_variant(params)
-    metrics = load_metrics(Path(metrics_dir), params)
+    metrics = load_metrics(Path(metrics_dir) / FINEDIVING_DATA, params)
     log.info("make_report: %d metrics file(s): %s", len(metrics), ", ".join(sorted(metrics)))
-    tables = [table2(metrics, params), table3(metrics, params), table4(metrics, params)]
+    mtl_metrics = load_metrics(Path(metrics_dir) / MTL_AQA, params, MTL_AQA)
+    tables = [table2(metrics, params), table3(metrics, params), table4(metrics, params),
+              mtl_aqa_table(mtl_metrics, params)]
     for table in tables:
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
             write_text_atomic(Path(tables_dir) / f"{table.name}.{ext}", render(table))

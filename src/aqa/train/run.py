@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from aqa.errors import AqaError
+from aqa.models.registry import needs_step_labels
 from aqa.train.checkpoint import ensure_writable
 from aqa.train.data import DiveData, load_dive_data, split_validation
 from aqa.train.loop import SeedRun, resolve_device, train_seed
@@ -92,8 +93,10 @@ def seed_run(spec: VariantSpec, params: dict[str, Any], seed: int, data: DiveDat
 
 
 def dataset_name(dives_parquet: str | Path) -> str:
-    """The MLflow experiment: the dataset folder of .../<dataset>/dives.parquet."""
-    return Path(dives_parquet).resolve().parent.name
+    """The dataset of a dives table (aqa.data.annotations.dataset_of): the MLflow experiment."""
+    from aqa.data.annotations import dataset_of
+
+    return dataset_of(dives_parquet)
 
 
 def split_rows(data: DiveData, train_cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,6 +121,9 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
         ensure_writable(Path(out_dir) / f"seed{seed}")
     device = resolve_device(train_cfg["device"])
     data = load_dive_data(dives_parquet, features_dir, device)
+    if needs_step_labels(spec.method) and bool((data.transitions < 0).all()):
+        raise VariantError(f"variant {variant!r}: method {spec.method} learns the step transitions, and "
+                           f"{dives_parquet} has none (no step labels, e.g. MTL-AQA)")
     pool, val, test = split_rows(data, train_cfg)
     log.info("%s: %d training, %d validation, %d test dives on %s", variant, pool.size, val.size, test.size,
              device)

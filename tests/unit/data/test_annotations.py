@@ -16,7 +16,7 @@ from aqa.data.schema import SchemaError
 
 LEX = {1: "Forward", 2: "Back", 3: "Reverse", 12: "1 Som.Pike", 20: "1 Som.Tuck", 29: "0.5 Twist",
        36: "Entry", 38: "Background"}
-CFG = {"mtl_aqa_info": None, "mtl_aqa_split": 0, "num_frames": 96}
+CFG = {"mtl_aqa_split": 0, "num_frames": 96}
 
 
 def make_dive(video, idx, split, segments, start=1000, judges=(7.5, 7.5, 7.0), dd=3.0, score=None,
@@ -61,7 +61,7 @@ def tiny_folder(tmp_path):
 
 def test_converts_tiny_folder(tiny_folder, tmp_path):
     out = tmp_path / "out"
-    convert_annotations(finediving_dir=tiny_folder, out_dir=out, cfg=CFG)
+    convert_annotations(dataset="finediving", annotations_dir=tiny_folder, out_dir=out / "finediving", cfg=CFG)
     df = read_dives(out / "finediving" / "dives.parquet")
     assert df["key"].tolist() == ["01/3", "compA/0", "compA/1", "01/4"]
     assert df["split"].tolist() == ["train", "train", "test", "test"]
@@ -95,7 +95,8 @@ def test_anomalies_are_reported_not_repaired(tmp_path):
     d.steps_transit_frames = np.array([-1, 69])
     ann.test_keys.append(("compA", 0))  # in both splits
     fd.write_finediving(ann, tmp_path / "ann")
-    convert_annotations(finediving_dir=tmp_path / "ann", out_dir=tmp_path / "out", cfg=CFG)
+    convert_annotations(dataset="finediving", annotations_dir=tmp_path / "ann",
+                        out_dir=tmp_path / "out" / "finediving", cfg=CFG)
     report = json.loads((tmp_path / "out" / "finediving" / "validation.json").read_text())
     assert report["anomaly_counts"] == {
         "flight_step_missing": 1, "judge_out_of_range": 1, "key_in_both_splits": 1,
@@ -112,7 +113,8 @@ def test_cross_file_mismatch(tiny_folder, tmp_path):
     aqa = load_pickle(tiny_folder / fd.AQA)
     aqa[("compA", 1)][1] = 1.0
     (tiny_folder / fd.AQA).write_bytes(pickle.dumps(aqa))
-    convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / "out", cfg=CFG)
+    convert_annotations(dataset="finediving", annotations_dir=tiny_folder,
+                        out_dir=tmp_path / "out" / "finediving", cfg=CFG)
     report = json.loads((tmp_path / "out" / "finediving" / "validation.json").read_text())
     bad = [a for a in report["anomalies"] if a["kind"] == "cross_file_mismatch"]
     assert [(a["key"], "dive_score" in a["detail"]) for a in bad] == [("compA/1", True)]
@@ -120,7 +122,8 @@ def test_cross_file_mismatch(tiny_folder, tmp_path):
 
 def test_rerun_is_byte_identical(tiny_folder, tmp_path):
     for name in ("a", "b"):
-        convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / name, cfg=CFG)
+        convert_annotations(dataset="finediving", annotations_dir=tiny_folder,
+                            out_dir=tmp_path / name / "finediving", cfg=CFG)
     for f in ("dives.parquet", "lexicon.parquet", "validation.json"):
         assert (tmp_path / "a/finediving" / f).read_bytes() == (tmp_path / "b/finediving" / f).read_bytes()
     assert not list((tmp_path / "a/finediving").glob(".*"))  # no temporaries left behind
@@ -135,28 +138,31 @@ class _Exploit:
 def test_unsafe_pickle_is_refused_by_the_stage(tiny_folder, tmp_path, name):
     (tiny_folder / name).write_bytes(pickle.dumps(_Exploit()))
     with pytest.raises(UnsafePickleError, match=rf"{name}.*system"):
-        convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / "out", cfg=CFG)
+        convert_annotations(dataset="finediving", annotations_dir=tiny_folder,
+                            out_dir=tmp_path / "out" / "finediving", cfg=CFG)
     assert not (tmp_path / "out" / "finediving" / "dives.parquet").exists()
 
 
-def test_unsafe_mtl_pickle_is_refused_by_the_stage(tiny_folder, tmp_path):
+def test_unsafe_mtl_pickle_is_refused_by_the_stage(tmp_path):
     info = tmp_path / "info"
     info.mkdir()
     for n in ("final_annotations_dict_with_dive_number.pkl", "train_split_0.pkl", "test_split_0.pkl"):
         (info / n).write_bytes(pickle.dumps(_Exploit() if n.startswith("final") else []))
     with pytest.raises(UnsafePickleError, match="final_annotations_dict_with_dive_number.pkl"):
-        convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / "out",
-                            cfg={**CFG, "mtl_aqa_info": str(info)})
+        convert_annotations(dataset="mtl_aqa", annotations_dir=info, out_dir=tmp_path / "out" / "mtl_aqa", cfg=CFG)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_release_file(tiny_folder, tmp_path):
     (tiny_folder / fd.TEST_SPLIT).unlink()
     with pytest.raises(fd.AnnotationError, match="test_split.pkl"):
-        convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / "out", cfg=CFG)
+        convert_annotations(dataset="finediving", annotations_dir=tiny_folder,
+                            out_dir=tmp_path / "out" / "finediving", cfg=CFG)
 
 
 def test_read_dives_refuses_other_files(tiny_folder, tmp_path):
-    convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / "out", cfg=CFG)
+    convert_annotations(dataset="finediving", annotations_dir=tiny_folder,
+                        out_dir=tmp_path / "out" / "finediving", cfg=CFG)
     with pytest.raises(SchemaError, match="lexicon.parquet: not a dives table: missing column 'key'"):
         read_dives(tmp_path / "out" / "finediving" / "lexicon.parquet")
     junk = tmp_path / "junk.parquet"
@@ -176,8 +182,9 @@ def test_read_dives_refuses_other_files(tiny_folder, tmp_path):
 
 
 def _convert_real(tmp_path, finediving_dir, mtl_dir=None):
-    cfg = {**CFG, "mtl_aqa_info": str(mtl_dir) if mtl_dir else None}
-    convert_annotations(finediving_dir=finediving_dir, out_dir=tmp_path, cfg=cfg)
+    convert_annotations(dataset="finediving", annotations_dir=finediving_dir, out_dir=tmp_path / "finediving", cfg=CFG)
+    if mtl_dir:
+        convert_annotations(dataset="mtl_aqa", annotations_dir=mtl_dir, out_dir=tmp_path / "mtl_aqa", cfg=CFG)
     return tmp_path
 
 
@@ -245,7 +252,8 @@ def test_impossible_dive_is_refused_naming_file_and_dive(case, tmp_path):
     fd.write_finediving(ann, tmp_path / "ann")
     out = tmp_path / "out"
     with pytest.raises(InvalidAnnotationError) as err:
-        convert_annotations(finediving_dir=tmp_path / "ann", out_dir=out, cfg={**CFG, "invalid_dives": "error"})
+        convert_annotations(dataset="finediving", annotations_dir=tmp_path / "ann",
+                            out_dir=out / "finediving", cfg={**CFG, "invalid_dives": "error"})
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"{tmp_path / 'ann' / file_name}: dive compA/1: "), message
@@ -261,7 +269,8 @@ def test_several_impossible_dives_are_counted_in_one_line(tmp_path):
     fd.write_finediving(ann, tmp_path / "ann")
     with pytest.raises(InvalidAnnotationError, match=r"^[^\n]*: dive 01/3: difficulty -2\.0 .*; "
                                                      r"1 more impossible dive\(s\): compA/1; fix"):
-        convert_annotations(finediving_dir=tmp_path / "ann", out_dir=tmp_path / "out", cfg=CFG)
+        convert_annotations(dataset="finediving", annotations_dir=tmp_path / "ann",
+                            out_dir=tmp_path / "out" / "finediving", cfg=CFG)
 
 
 def test_impossible_dives_are_dropped_when_params_say_so(tmp_path, caplog):
@@ -271,7 +280,8 @@ def test_impossible_dives_are_dropped_when_params_say_so(tmp_path, caplog):
     fd.write_finediving(ann, tmp_path / "ann")
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING):
-        convert_annotations(finediving_dir=tmp_path / "ann", out_dir=out, cfg={**CFG, "invalid_dives": "drop"})
+        convert_annotations(dataset="finediving", annotations_dir=tmp_path / "ann",
+                            out_dir=out / "finediving", cfg={**CFG, "invalid_dives": "drop"})
     df = read_dives(out / "finediving" / "dives.parquet")
     assert df["key"].tolist() == ["01/3", "compA/0"]
     report = json.loads((out / "finediving" / "validation.json").read_text())
@@ -285,4 +295,5 @@ def test_impossible_dives_are_dropped_when_params_say_so(tmp_path, caplog):
 
 def test_an_unknown_invalid_dives_policy_is_refused(tiny_folder, tmp_path):
     with pytest.raises(InvalidAnnotationError, match=r"convert_annotations\.invalid_dives: 'skip'"):
-        convert_annotations(finediving_dir=tiny_folder, out_dir=tmp_path / "out", cfg={**CFG, "invalid_dives": "skip"})
+        convert_annotations(dataset="finediving", annotations_dir=tiny_folder,
+                            out_dir=tmp_path / "out" / "finediving", cfg={**CFG, "invalid_dives": "skip"})

@@ -131,7 +131,7 @@ def test_extract_frames_collects_errors_on_one_line(video, tmp_path):
     ann = write_annotations(tmp_path / "ann", {"vidA": [(0, 5, 9)], "vidB": [(4, 1, 3)]})
     out = tmp_path / "frames"
     with pytest.raises(FrameExtractionError) as err:
-        extract_frames([good, bad], annotations_dir=ann, frames_root=out, cfg=CFG)
+        extract_frames([good, bad], dataset="finediving", annotations_dir=ann, frames_root=out, cfg=CFG)
     assert "\n" not in str(err.value)
     assert re.match(r".*vidB\.mp4: cannot open video.*vidB/4", str(err.value))
     assert sorted(os.listdir(out / "vidA" / "0")) == [f"{n:05d}.jpg" for n in range(5, 10)]
@@ -148,7 +148,7 @@ def test_a_video_without_annotated_dives_is_refused_before_any_work(video, tmp_p
     ann = write_annotations(tmp_path / "ann", {"vidA": [(0, 5, 9)]})
     out = tmp_path / "frames"
     with pytest.raises(FrameExtractionError, match=rf"^{re.escape(str(notes))}: no annotated dives") as err:
-        extract_frames([good, notes], annotations_dir=ann, frames_root=out, cfg=CFG)
+        extract_frames([good, notes], dataset="finediving", annotations_dir=ann, frames_root=out, cfg=CFG)
     assert "\n" not in str(err.value)
     assert not out.exists()
 
@@ -159,17 +159,17 @@ def test_videos_to_extract_matches_the_folder_to_the_annotations(video, tmp_path
     for name in ("vidA", "vidB"):
         (raw / f"{name}.mp4").write_bytes(video.read_bytes())
     ann = write_annotations(tmp_path / "ann", {"vidA": [(0, 5, 9)], "vidB": [(4, 1, 3), (5, 20, 30)]})
-    assert videos_to_extract(raw, ann) == ["vidA", "vidB"]
+    assert videos_to_extract(raw, ann, "finediving") == ["vidA", "vidB"]
 
     (raw / "notes.mp4").write_text("my notes")
     with pytest.raises(FrameExtractionError, match=rf"^{re.escape(str(raw / 'notes.mp4'))}: no annotated dives"):
-        videos_to_extract(raw, ann)
+        videos_to_extract(raw, ann, "finediving")
     (raw / "notes.mp4").unlink()
 
     (raw / "vidB.mp4").unlink()
     with pytest.raises(FrameExtractionError,
                        match=rf"^{re.escape(str(raw / 'vidB.mp4'))}: video not found, but .* annotates 2 dive"):
-        videos_to_extract(raw, ann)
+        videos_to_extract(raw, ann, "finediving")
 
 
 def end_before_start(folder, key, end_frame):
@@ -185,7 +185,7 @@ def test_a_dive_without_a_valid_frame_range_is_skipped_with_a_warning(video, tmp
     end_before_start(ann, ("vidA", 1), 20)
     out = tmp_path / "frames"
     with caplog.at_level(logging.WARNING):
-        extract_frames([video], annotations_dir=ann, frames_root=out, cfg=CFG)
+        extract_frames([video], dataset="finediving", annotations_dir=ann, frames_root=out, cfg=CFG)
     assert sorted(os.listdir(out / "vidA")) == ["0"]
     assert "dive vidA/1 (frames 30-20) has no valid frame range" in caplog.text
 
@@ -194,5 +194,5 @@ def test_a_video_whose_dives_all_lack_a_frame_range_still_gets_its_folder(video,
     ann = write_annotations(tmp_path / "ann", {"vidA": [(1, 30, 40)]})
     end_before_start(ann, ("vidA", 1), 20)
     out = tmp_path / "frames"
-    extract_frames([video], annotations_dir=ann, frames_root=out, cfg=CFG)
+    extract_frames([video], dataset="finediving", annotations_dir=ann, frames_root=out, cfg=CFG)
     assert os.listdir(out / "vidA") == []  # the Snakemake job's output exists

@@ -72,3 +72,27 @@ def test_real_mtl_aqa(mtl_aqa_info_dir):
     assert (len(ann.train_keys), len(ann.test_keys)) == (1059, 353)
     assert not set(ann.train_keys) & set(ann.test_keys)
     assert all(len(d.judge_scores) == 7 for d in ann.dives.values())
+
+
+def test_written_release_reads_back_and_is_deterministic(tmp_path):
+    from aqa.data.mtl_aqa import read_mtl_records, write_mtl_aqa
+
+    records = {(3, 1): _dive(100), (1, 2): _dive(300, score=70.4)}
+    write_mtl_aqa(records, [(3, 1)], [(1, 2)], tmp_path / "a")
+    write_mtl_aqa(records, [(3, 1)], [(1, 2)], tmp_path / "b")
+    for name in (ANNOTATIONS, "train_split_0.pkl", "test_split_0.pkl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    ann = read_mtl_aqa(tmp_path / "a", 0)
+    assert ann.train_keys == [(3, 1)] and ann.test_keys == [(1, 2)]
+    assert ann.dives[(1, 2)].final_score == 70.4
+    back = read_mtl_records(tmp_path / "a")
+    assert list(back) == [(3, 1), (1, 2)] and set(back[(3, 1)]) == set(_dive(0))  # every field, release order
+
+
+def test_info_folder_or_the_folder_holding_it(tmp_path):
+    from aqa.data.mtl_aqa import resolve_info_dir
+
+    info = write_info(tmp_path / "MTL-AQA" / "info", {(1, 1): _dive(100)}, [(1, 1)], [])
+    assert resolve_info_dir(tmp_path / "MTL-AQA") == info
+    assert resolve_info_dir(info) == info
+    assert resolve_info_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # the reader then names what is missing

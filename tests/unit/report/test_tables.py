@@ -24,12 +24,13 @@ def summary(rho, rl2, aiou=None, std=0.001):
     return out
 
 
-def write_metrics(folder, params, variant, honest, paper, inputs=INPUTS, **extra):
+def write_metrics(folder, params, variant, honest, paper, inputs=INPUTS, dataset="finediving", **extra):
     """A metrics file as evaluate writes it from `params` (its provenance block included)."""
     base, _, mode = variant.rpartition("-")
     data = {"variant": variant, "method": params["train"]["variants"][base]["method"], "exemplar_mode": mode,
-            "footage": "stand-in", "seeds": list(params["train"]["seeds"]), "honest": honest, "paper": paper,
-            "provenance": metrics_provenance(params, base, mode, inputs=inputs, models={}), **extra}
+            "dataset": dataset, "footage": "stand-in", "seeds": list(params["train"]["seeds"]), "honest": honest,
+            "paper": paper, "provenance": metrics_provenance(params, base, mode, dataset, inputs=inputs, models={}),
+            **extra}
     (folder / f"{variant}.json").write_text(json.dumps(data))
 
 
@@ -39,14 +40,15 @@ def params(repo_params):
     p = copy.deepcopy(repo_params)
     p["train"]["variants"] = {k: p["train"]["variants"][k] for k in ("fr", "tsa")}
     p["train"]["exemplar_modes"] = ["dn", "nodn"]
+    p["datasets"]["variants"] = {"finediving": ["fr", "tsa"], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "tsa"
     return p
 
 
 @pytest.fixture()
 def metrics(tmp_path, params):
-    folder = tmp_path / "metrics"
-    folder.mkdir()
+    folder = tmp_path / "metrics" / "finediving"   # the metrics root holds one folder per dataset
+    folder.mkdir(parents=True)
     by_m = {str(m): {"honest": summary(0.5 + m / 100, 1.0 - m / 100, (0.6, 0.2))} for m in (1, 5, 10)}
     write_metrics(folder, params, "tsa-dn", summary(0.7, 0.9, (0.8, 0.3)), summary(0.75, 0.8, (0.85, 0.35)),
                   by_num_exemplars=by_m,
@@ -60,7 +62,7 @@ def metrics(tmp_path, params):
 @pytest.fixture()
 def report(tmp_path, metrics, params):
     tables = tmp_path / "tables"
-    make_report(metrics_dir=metrics, tables_dir=tables, params=params)
+    make_report(metrics_dir=metrics.parent, tables_dir=tables, params=params)
     return tables
 
 
@@ -136,7 +138,7 @@ def test_captions(report):
 def test_bad_json_is_refused(metrics, tmp_path, params):
     (metrics / "tsa-dn.json").write_text("{not json")
     with pytest.raises(ValueError, match="tsa-dn.json"):
-        make_report(metrics_dir=metrics, tables_dir=tmp_path / "t", params=params)
+        make_report(metrics_dir=metrics.parent, tables_dir=tmp_path / "t", params=params)
 
 
 # --------------------------------------------------------------------------- only the current params
@@ -144,7 +146,7 @@ def test_bad_json_is_refused(metrics, tmp_path, params):
 
 def _one_line_error(metrics, tmp_path, params) -> str:
     with pytest.raises(AqaError) as err:
-        make_report(metrics_dir=metrics, tables_dir=tmp_path / "t", params=params)
+        make_report(metrics_dir=metrics.parent, tables_dir=tmp_path / "t", params=params)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "t").exists()          # nothing written from a refused set of metrics
     return str(err.value)
@@ -158,7 +160,7 @@ def test_files_of_variants_params_do_not_train_are_ignored(tmp_path, metrics, pa
     write_metrics(metrics, now, "tsa-dn", summary(0.4, 2.0, (0.5, 0.1)), summary(0.45, 1.9, (0.55, 0.15)),
                   by_num_exemplars={"10": {"honest": summary(0.4, 2.0, (0.5, 0.1))}})
     write_metrics(metrics, now, "fr-dn", summary(0.3, 2.5), summary(0.35, 2.4))
-    make_report(metrics_dir=metrics, tables_dir=tmp_path / "t", params=now)
+    make_report(metrics_dir=metrics.parent, tables_dir=tmp_path / "t", params=now)
     rows = read_rows(tmp_path / "t" / "finediving_table2.csv")
     assert row(rows, "TSA", "ours, honest")[2:] == [NOT_RUN, NOT_RUN, "0.4000 ± 0.0010", "2.0000 ± 0.0010"]
     for n in (2, 3, 4):
@@ -215,6 +217,7 @@ def test_metrics_from_other_annotations_than_the_rest_refused(tmp_path, metrics,
 def baseline_params(params):
     p = copy.deepcopy(params)
     p["train"]["variants"].update({m: {"method": m} for m in ("i3d_mlp", "usdl", "musdl", "core")})
+    p["datasets"]["variants"]["finediving"] += ["i3d_mlp", "usdl", "musdl", "core"]
     return p
 
 
@@ -228,7 +231,7 @@ def write_baselines(folder, params):
 
 def test_table2_baseline_rows_come_from_their_metrics(tmp_path, metrics, baseline_params):
     write_baselines(metrics, baseline_params)
-    make_report(metrics_dir=metrics, tables_dir=tmp_path / "t", params=baseline_params)
+    make_report(metrics_dir=metrics.parent, tables_dir=tmp_path / "t", params=baseline_params)
     rows = read_rows(tmp_path / "t" / "finediving_table2.csv")
     assert row(rows, "USDL", "published")[2:] == ["0.8302", "0.5927", "0.8913", "0.3822"]
     assert row(rows, "USDL", "ours, honest")[2:] == ["0.4000 ± 0.0010", "1.9000 ± 0.0010",

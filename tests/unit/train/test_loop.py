@@ -256,3 +256,24 @@ def test_seeds_dropped_from_params_leave_the_model_folder(tiny, tmp_path):
     _fr(tiny, tmp_path / "m", uri)
     assert {p.name for p in (tmp_path / "m").iterdir() if p.is_dir()} == {"seed0"}
     assert (tmp_path / "m/seed0/checkpoint.pt").read_bytes() == seed0      # skipped, not retrained
+
+
+def test_a_method_that_learns_steps_is_refused_on_dives_without_step_labels(tmp_path, tiny_params):
+    """MTL-AQA has no step labels: TSA would learn from the -1 placeholders; F+R trains."""
+    from aqa.errors import AqaError
+    from train_helpers import make_dives, write_cache, write_dives
+
+    rows = make_dives(24)
+    for r in rows:
+        r.update(frame_labels=None, steps_transit_frames=None, transitions_96=None)
+    dives = write_dives(tmp_path / "annotations" / "mtl_aqa" / "dives.parquet", rows)
+    cache = write_cache(tmp_path / "features", rows)
+    params = small_train_params(tiny_params)
+    with pytest.raises(AqaError, match=r"variant 'tsa-dn': method tsa learns the step transitions, and .*"
+                                       r"dives.parquet has none \(no step labels, e.g. MTL-AQA\)"):
+        train_variant("tsa-dn", features_dir=cache, dives_parquet=dives, out_dir=tmp_path / "m", params=params,
+                      tracking_uri=sqlite_store(tmp_path))
+    assert not any((tmp_path / "m").glob("seed*/checkpoint.pt"))
+    train_variant("fr-dn", features_dir=cache, dives_parquet=dives, out_dir=tmp_path / "fr", params=params,
+                  tracking_uri=sqlite_store(tmp_path))
+    assert (tmp_path / "fr/seed0/best_val.pt").is_file()

@@ -11,10 +11,24 @@ import yaml
 from dvc.repo import Repo
 from snakemake.api import OutputSettings, ResourceSettings, SnakemakeApi
 
+from aqa.data.datasets import DATASETS, FINEDIVING, dvc_stage
+
 REPO = Path(__file__).resolve().parents[3]
 HELPER_RULES = {"all"}
 # DVC-only stages: no data stage, they run `aqa` directly rather than a Snakemake target.
 LEDGER_STAGES = {"check_params"}
+# params sections every stage reads that are not a stage of their own
+SHARED_SECTIONS = {"datasets"}
+
+
+def stage_of(dvc_name: str) -> str:
+    """The stage a DVC stage runs: `train_mtl_aqa@core-dn` and `train@tsa-dn` are both `train`
+    (each dataset's own group of per-variant stages, aqa.data.datasets.dvc_stage)."""
+    base = dvc_name.split("@")[0]
+    for dataset in DATASETS:
+        if base.endswith(f"_{dataset}") and dataset != FINEDIVING:
+            return base[: -len(dataset) - 1]
+    return base
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +85,14 @@ def _under(path: str, root: str) -> bool:
 
 
 def test_every_stage_is_a_rule_and_every_stage_rule_a_stage(smk_rules, dvc_stages):
-    stage_names = {s["name"].split("@")[0] for s in dvc_stages}
-    params_sections = set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    stage_names = {stage_of(s["name"]) for s in dvc_stages}
+    params_sections = set(yaml.safe_load((REPO / "params.yaml").read_text())) - SHARED_SECTIONS
     assert stage_names == params_sections, "one name per stage: dvc stages vs params sections"
     missing = stage_names - set(smk_rules)
     assert not missing, f"DVC stages without a Snakemake rule of the same name: {missing}"
-    stage_rules = {n for n in smk_rules if n not in HELPER_RULES and not n.endswith(("_video", "_variant"))}
+    # job rules: one dataset's part of a stage, one video's frames, one variant's training / evaluation
+    stage_rules = {n for n in smk_rules if n not in HELPER_RULES
+                   and not n.endswith(("_dataset", "_video", "_variant"))}
     assert stage_rules == stage_names
 
 
@@ -98,7 +114,7 @@ def test_outputs_agree(smk_rules, dvc_stages):
 
 def test_params_agree(smk_rules, dvc_stages, repo_params):
     for stage in dvc_stages:
-        base = stage["name"].split("@")[0]
+        base = stage_of(stage["name"])
         sections = {p.split(".")[0] for p in stage["params"]}
         assert base in sections, f"{stage['name']}: DVC does not track its own params section {base}"
         rules = _snakemake_call(stage["cmd"])[0]
@@ -123,3 +139,49 @@ def test_every_repro_checks_the_params_first():
             # edges point from a stage to the stages it depends on
             assert stage is check or check in nx.descendants(graph, stage), (
                 f"{stage.name} can run before check_params")
+
+
+def test_each_dataset_runs_every_stage_under_its_own_paths(dvc_stages, repo_params):
+    """Data stages once per dataset of datasets.run; train / evaluate once per variant the dataset
+    lists and exemplar mode, and for no other variant; every output under the dataset's paths."""
+    by_name = {s["name"]: s for s in dvc_stages}
+    run, lists = repo_params["datasets"]["run"], repo_params["datasets"]["variants"]
+    assert set(run) == {FINEDIVING, "mtl_aqa"}, "the default runs both datasets"
+    expected = set()
+    for dataset in run:
+        data = {f"{stage}@{dataset}" for stage in
+                ("synthesize_videos", "extract_frames", "convert_annotations", "extract_features")}
+        models = {f"{dvc_stage(stage, dataset)}@{v}-{m}" for stage in ("train", "evaluate")
+                  for v in lists[dataset] for m in repo_params["train"]["exemplar_modes"]}
+        for name in data | models:
+            outs = by_name[name]["outs"]
+            assert outs and all(f"/{dataset}/" in f"/{o}/" for o in outs), (name, outs)
+        expected |= data | models
+    per_dataset = {n for n in by_name if "@" in n}
+    assert per_dataset == expected
+    assert not any(n.startswith("train_mtl_aqa@tsa") for n in by_name), "TSA needs step labels"
+
+
+def test_params_select_the_datasets(tmp_path, repo_params):
+    """datasets.run = [finediving] (MTL-AQA listing no variant): no stage and no job of MTL-AQA."""
+    import copy
+    import shutil
+
+    params = copy.deepcopy(repo_params)
+    params["datasets"] = {"run": ["finediving"], "variants": {**params["datasets"]["variants"], "mtl_aqa": []}}
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    for name in ("Snakefile", "dvc.yaml"):
+        shutil.copy(REPO / name, root / name)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    Repo.init(str(root), no_scm=True)
+    with Repo(str(root)) as repo:
+        names = [s.name for s in repo.index.stages]
+    assert "synthesize_videos@finediving" in names and "train@fr-dn" in names
+    assert not [n for n in names if "mtl_aqa" in n], names
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=root / "Snakefile", workdir=root)
+        rules = {r.name: r for r in wf._workflow.rules}
+        asked = [str(f) for name in ("synthesize_videos", "extract_features", "make_report")
+                 for f in rules[name].input]
+    assert asked and not [f for f in asked if "mtl_aqa" in f], asked

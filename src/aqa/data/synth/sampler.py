@@ -57,6 +57,7 @@ def event_of_video(name: str, action_types: list[str] | None = None) -> Event:
         return Event(board, sync, 5 if sync else (7 if "Olympic" in name else 3))
     votes = 0.0
     for code in action_types or []:
+        code = code.lower()  # MTL-AQA writes the position letter in upper case
         votes += action_frequencies("10m").get(code, 0.0) - action_frequencies("3m").get(code, 0.0)
     return Event("10m" if votes >= 0 else "3m", False, 7)
 
@@ -100,10 +101,15 @@ def sample_quality(rng: np.random.Generator) -> np.ndarray:
 def quality_from_score(dive: Dive, seed: int) -> np.ndarray:
     """Invert a real dive: mean judge = score / DD / 3; split it over the steps at random."""
     target = dive.dive_score / max(dive.difficulty, 1e-6) / 3.0 / 10.0
+    return split_mark(target, rng_for(seed, dive.video, dive.idx, "quality"))
+
+
+def split_mark(target: float, rng: np.random.Generator) -> np.ndarray:
+    """Step qualities whose weighted sum is `target` (a mark / 10, clipped to [0, 1]): random
+    offsets per step, projected back onto w.q = target inside [0, 1]."""
     target = float(np.clip(target, 0.0, 1.0))
-    rng = rng_for(seed, dive.video, dive.idx, "quality")
     q = target + rng.normal(0.0, 0.08, size=3)
-    for _ in range(20):  # project back onto w.q = target inside [0, 1]
+    for _ in range(20):
         q = np.clip(q + (target - STEP_WEIGHTS @ q) / (STEP_WEIGHTS @ STEP_WEIGHTS) * STEP_WEIGHTS, 0, 1)
     return q
 
