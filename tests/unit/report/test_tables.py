@@ -259,3 +259,15 @@ def test_table4_of_a_direct_variant_refused(tmp_path, metrics, baseline_params):
     baseline_params["make_report"]["table4_variant"] = "usdl"
     message = _one_line_error(metrics, tmp_path, baseline_params)
     assert "usdl-dn" in message and "voting exemplars" in message
+
+
+def test_table4_caption_names_the_voting_variant(tmp_path, metrics, params):
+    """The caption says which variant voted; the published rows stay TSA's."""
+    make_report(metrics_dir=metrics.parent, tables_dir=tmp_path / "tsa", params=params)
+    assert "Table 4: TSA (w/ DN) with M exemplars" in (tmp_path / "tsa" / "finediving_table4.md").read_text()
+    p = copy.deepcopy(params)
+    p["make_report"]["table4_variant"] = "fr"
+    make_report(metrics_dir=metrics.parent, tables_dir=tmp_path / "fr", params=p)
+    caption = (tmp_path / "fr" / "finediving_table4.md").read_text().splitlines()[0]
+    assert "Table 4: F+R (variant fr, w/ DN); published rows: TSA's, with M exemplars" in caption, caption
+    assert "TSA (w/ DN)" not in caption
