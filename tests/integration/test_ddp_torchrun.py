@@ -14,6 +14,7 @@ docs/TRAINING.md "Several GPUs"); the test allows 2e-4 absolute. Metrics are com
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -108,6 +109,25 @@ def test_process_zero_alone_writes_and_tracks(runs):
     # each process logs to its own file
     assert "training process 0 of 2" in (tmp / "ddp.log").read_text()
     assert "training process 1 of 2" in (tmp / "ddp.rank1.log").read_text()
+
+
+def test_one_process_adopts_the_model_folder(runs, caplog):
+    """`dvc repro` after a torchrun training into the stage's folder: the train stage (one
+    process) finds the seed finished and skips it; evaluate accepts the model."""
+    from aqa.evaluate.run import evaluate_variant
+    from aqa.params import load_params
+
+    tmp, params = runs["tmp"], load_params(runs["params"])
+    before = {p.name: p.read_bytes() for p in (tmp / "ddp/seed0").iterdir()}
+    with caplog.at_level(logging.INFO, logger="aqa"):
+        train_variant(VARIANT, features_dir=runs["cache"], dives_parquet=runs["dives"], out_dir=tmp / "ddp",
+                      params=params, tracking_uri=runs["uri"])
+    assert f"finished ({EPOCHS} epochs), skipped" in caplog.text
+    assert {p.name: p.read_bytes() for p in (tmp / "ddp/seed0").iterdir()} == before
+    evaluate_variant(VARIANT, models_dir=tmp / "ddp", features_dir=runs["cache"], dives_parquet=runs["dives"],
+                     metrics_path=tmp / "ddp-metrics.json", predictions_dir=tmp / "ddp-predictions", params=params,
+                     tracking_uri=runs["uri"])
+    assert json.loads((tmp / "ddp-metrics.json").read_text())["seeds"] == [0]
 
 
 def _descendants(pid: int) -> list[int]:

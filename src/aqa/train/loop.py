@@ -246,6 +246,8 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
                             run.seed, ranks.world_size, info.get("processes", 1))
     if ranks.distributed:
         info["processes"] = ranks.world_size
+    else:                   # one process now (the side file of a run begun under torchrun says more)
+        info.pop("processes", None)
     net = ranks.wrap(model, device)
     if ranks.main:
         _open_run(run, config, data, tracker, seed_dir, info)
