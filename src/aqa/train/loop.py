@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ from aqa.train.data import DiveData, uses_maps
 from aqa.train.distributed import SINGLE, Ranks
 from aqa.train.exemplars import epoch_rng, sample_train_exemplars
 from aqa.train.resume import BEST, CHECKPOINT, HISTORY, resumable_checkpoint, training_inputs
-from aqa.train.tracking import Tracker
+
+if TYPE_CHECKING:   # MLflow is imported by process 0 alone (the others do not track; it takes seconds)
+    from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from aqa.train import distributed
 from aqa.train.checkpoint import ensure_writable
 from aqa.train.data import DiveData, load_dive_data, split_validation
 from aqa.train.loop import SeedRun, resolve_device, train_seed
-from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,11 @@ def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str |
              device)
     if spec.method == "musdl":
         log_masked_judges(data, pool)
-    tracker = Tracker(tracking_uri, dataset_name(dives_parquet)) if ranks.main else None
+    tracker = None
+    if ranks.main:   # MLflow is imported by process 0 alone (the others do not track; it takes seconds)
+        from aqa.train.tracking import Tracker
+
+        tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
     out = {}
     for seed in train_cfg["seeds"]:
         run = seed_run(spec, params, seed, data, pool)

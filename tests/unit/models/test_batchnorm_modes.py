@@ -109,46 +109,52 @@ def _rows(world: int, rank: int, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([q.chunk(world)[rank], e.chunk(world)[rank]])
 
 
-def _worker(rank, world, port, mode, x, g, results):
+MODES = (("split", "split"), ("sync", "joint"))   # (mode in two processes, its one-process equal)
+
+
+def _worker(rank, world, port, x, g, results):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    net = _module(mode, distributed=True)
-    xr = _rows(world, rank, x).requires_grad_()
-    y = net(xr)
-    (y * _rows(world, rank, g)).sum().backward()     # the processes' losses add up to the whole batch's
-    grads = [p.grad.clone() for p in net.parameters()]
-    for t in grads:
-        dist.all_reduce(t)
-    # numpy: pickled by value (a shared tensor would die with this process)
-    results.put((rank, [t.detach().numpy() for t in [y, xr.grad, *grads, *net[0].buffers()]]))
+    for mode, _ in MODES:
+        net = _module(mode, distributed=True)
+        xr = _rows(world, rank, x).requires_grad_()
+        y = net(xr)
+        (y * _rows(world, rank, g)).sum().backward()     # the processes' losses add up to the whole batch's
+        grads = [p.grad.clone() for p in net.parameters()]
+        for t in grads:
+            dist.all_reduce(t)
+        # numpy: pickled by value (a shared tensor would die with this process)
+        results.put((mode, rank, [t.detach().numpy() for t in [y, xr.grad, *grads, *net[0].buffers()]]))
     dist.barrier()
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode,single", [("split", "split"), ("sync", "joint")])
-def test_two_processes_normalise_the_global_batch(mode, single):
+def test_two_processes_normalise_the_global_batch():
     """Under DDP, split and sync take their statistics over all processes' rows (two gloo
     processes, four query and four exemplar rows): outputs, input gradients, summed parameter
-    gradients and running statistics equal one process's on the whole batch (float32 rounding)."""
+    gradients and running statistics equal one process's on the whole batch (split: split;
+    sync: joint), to float32 rounding."""
     torch.manual_seed(1)
     x = torch.randn(8, 3, 5) * torch.tensor([1.0, 3.0, 0.5])[:, None] + 2.0
     g = torch.randn(8, 3, 5)
-    ref = _module(single, distributed=False)
-    xs = x.clone().requires_grad_()
-    y_ref = ref(xs)
-    (y_ref * g).sum().backward()
-    expected = {rank: [_rows(2, rank, y_ref.detach()), _rows(2, rank, xs.grad),
-                       *[p.grad for p in ref.parameters()], *ref[0].buffers()] for rank in range(2)}
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_worker, args=(r, 2, port, mode, x, g, results)) for r in range(2)]
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, x, g, results)) for r in range(2)]
     for p in procs:
         p.start()
-    got = dict(results.get(timeout=120) for _ in procs)
+    got = {(mode, rank): arrays for mode, rank, arrays in (results.get(timeout=120) for _ in range(4))}
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    for rank in range(2):
-        assert len(got[rank]) == len(expected[rank]) == 7   # y, x.grad, 2 grads, 3 buffers
-        for a, b in zip(got[rank], expected[rank]):
-            torch.testing.assert_close(torch.from_numpy(a), b.detach(), rtol=1e-5, atol=1e-5)
+    for mode, single in MODES:
+        ref = _module(single, distributed=False)
+        xs = x.clone().requires_grad_()
+        y_ref = ref(xs)
+        (y_ref * g).sum().backward()
+        for rank in range(2):
+            expected = [_rows(2, rank, y_ref.detach()), _rows(2, rank, xs.grad), *[p.grad for p in ref.parameters()],
+                        *ref[0].buffers()]
+            assert len(got[mode, rank]) == len(expected) == 7   # y, x.grad, 2 grads, 3 buffers
+            for a, b in zip(got[mode, rank], expected):
+                torch.testing.assert_close(torch.from_numpy(a), b.detach(), rtol=1e-5, atol=1e-5,
+                                           msg=f"{mode}, process {rank}")
