@@ -7,6 +7,7 @@ prints for an expected failure, or Python's own traceback for a bug.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 FILE_ONLY = {"file_only": True}  # `extra=` of a record that stderr must not show
@@ -18,6 +19,9 @@ class _NotFileOnly(logging.Filter):
 
 
 def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    if log_file is not None and rank != "0":   # torchrun's other processes: their own file beside it
+        log_file = Path(log_file).with_name(f"{Path(log_file).stem}.rank{rank}{Path(log_file).suffix}")
     stderr = logging.StreamHandler()
     stderr.addFilter(_NotFileOnly())
     handlers: list[logging.Handler] = [stderr]
@@ -26,7 +30,8 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(
         level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if rank == "0"
+        else f"%(asctime)s %(levelname)s [process {rank}] %(name)s: %(message)s",
         handlers=handlers,
         force=True,
     )

@@ -13,8 +13,9 @@ long on the reference loader's 96 scale, action (B,) long.
 
 Each model is split into `encode(batch, transitions) -> dict` (per-dive tensors, first dim B) and
 `compare(enc_q, enc_e) -> dict` (the pair), so voting can encode each dive once and compare it
-with many exemplars. `forward(query, exemplar)` encodes the two batches as ONE batch of 2B (so
-PSNet's training-mode BatchNorm sees query and exemplar together, as the reference) and compares.
+with many exemplars. `forward(query, exemplar)` encodes the two batches as ONE batch of 2B, query
+rows first, as the reference (what PSNet's training-mode BatchNorm normalises together is
+train.batchnorm: aqa.models.batchnorm) and compares.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class FRModel(PairwiseModel):
 
 
 class _SegmentingModel(PairwiseModel):
-    """PSNet over the batch (in forward: query and exemplar in one BN batch of 2B, as the reference)."""
+    """PSNet over the batch (in forward: query rows then exemplar rows, one batch of 2B, as the reference)."""
 
     def _segment(self, batch: dict, modes: tuple[str, ...]):
         """(pooled, maps, slot features, {"seg", "pred_transitions"}, {mode: boundaries (B, 2)})."""

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,13 +24,17 @@ from tqdm import tqdm
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
 from aqa.evaluate.voting import autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
+from aqa.models.batchnorm import set_batchnorm_mode
 from aqa.provenance import sha256_json, training_section
 from aqa.train.checkpoint import (ensure_writable, git_commit, read_run_info, rng_states, save_checkpoint,
                                   seed_everything, set_rng_states, write_run_info)
 from aqa.train.data import DiveData, uses_maps
+from aqa.train.distributed import SINGLE, Ranks
 from aqa.train.exemplars import epoch_rng, sample_train_exemplars
 from aqa.train.resume import BEST, CHECKPOINT, HISTORY, resumable_checkpoint, training_inputs
-from aqa.train.tracking import Tracker
+
+if TYPE_CHECKING:   # MLflow is imported by process 0 alone (the others do not track; it takes seconds)
+    from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +99,11 @@ def set_determinism(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _batches(n: int, size: int) -> list[slice]:
-    """Batch slices; a trailing batch of one joins the previous (BatchNorm needs two samples)."""
+def _batches(n: int, size: int, min_size: int = 2) -> list[slice]:
+    """Batch slices; a trailing batch smaller than `min_size` joins the previous (BatchNorm needs
+    two samples; under torchrun each process needs one: Ranks.min_batch)."""
     starts = list(range(0, n, size))
-    if len(starts) > 1 and n - starts[-1] == 1:
+    if len(starts) > 1 and n - starts[-1] < min_size:
         starts.pop()
     return [slice(s, e) for s, e in zip(starts, starts[1:] + [n])]
 
@@ -118,15 +123,20 @@ def _better(value: float | None, best: float | None) -> bool:
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                data: DiveData, pool_rows: np.ndarray, run: SeedRun, epoch: int) -> dict[str, float]:
+                data: DiveData, pool_rows: np.ndarray, run: SeedRun, epoch: int, *, ranks: Ranks = SINGLE,
+                net: torch.nn.Module | None = None) -> dict[str, float]:
     """One pass over the training pool; returns the mean loss parts.
 
     Pairwise models: each query with one exemplar drawn for the epoch. Direct models
-    (`model.pairwise` False): each dive on its own, no exemplar drawn.
+    (`model.pairwise` False): each dive on its own, no exemplar drawn. Under torchrun every
+    process draws the same epoch and trains on its share of each batch (aqa.train.distributed)
+    through `net`, the DDP wrapper of `model`.
     """
     cfg = run.train_cfg
     rng = epoch_rng(run.seed, epoch)
-    torch.manual_seed(int(rng.integers(2**62)))     # dropout etc.: fixed per epoch, resume-proof
+    # dropout etc.: fixed per epoch, resume-proof; per process under torchrun
+    torch.manual_seed(ranks.torch_seed(int(rng.integers(2**62))))
+    feed = dict(ranks=ranks, net=model if net is None else net)
     n = pool_rows.size
     order = rng.permutation(n)
     views = data.views if cfg["use_flip_view"] else 1
@@ -134,38 +144,41 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler
     if not is_pairwise(model):
         view_q = rng.integers(0, views, size=n)
         return _run_batches(model, optimizer, scaler, data, order, cfg, lambda sel: (
-            data.batch(pool_rows[sel], view_q[sel], with_maps=maps),))
+            data.batch(pool_rows[sel], view_q[sel], with_maps=maps),), **feed)
     transitions = "gt" if epoch / cfg["epochs"] <= cfg["prob_tas_threshold"] else "pred"
     actions = data.action.cpu().numpy()[pool_rows]
     exemplar = sample_train_exemplars(actions, run.mode, rng)
     view_q, view_e = rng.integers(0, views, size=n), rng.integers(0, views, size=n)
     return _run_batches(model, optimizer, scaler, data, order, cfg, lambda sel: (
         data.batch(pool_rows[sel], view_q[sel], with_maps=maps),
-        data.batch(pool_rows[exemplar[sel]], view_e[sel], with_maps=maps)), transitions=transitions)
+        data.batch(pool_rows[exemplar[sel]], view_e[sel], with_maps=maps)), transitions=transitions, **feed)
 
 
 def _run_batches(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                 data: DiveData, order: np.ndarray, cfg: dict[str, Any], batches_of, **forward_kw
-                 ) -> dict[str, float]:
+                 data: DiveData, order: np.ndarray, cfg: dict[str, Any], batches_of, *, ranks: Ranks,
+                 net: torch.nn.Module, **forward_kw) -> dict[str, float]:
     """Optimise over `order` in batches of cfg.batch_size: `batches_of(sel)` gives the model's
-    input batches (query[, exemplar]); the loss is `model.loss(model(*batches), *batches)`."""
+    input batches (query[, exemplar]); the loss is `model.loss(net(*batches), *batches)`. Under
+    torchrun `sel` is this process's share of the batch, and the loss sums are over all processes."""
     n = order.size
-    model.train()
+    net.train()
     sums: dict[str, float] = defaultdict(float)
-    for sl in _batches(n, cfg["batch_size"]):
-        sel = order[sl]
+    for sl in _batches(n, cfg["batch_size"], ranks.min_batch):
+        sel = ranks.shard(order[sl])
         batches = batches_of(sel)
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(data.device, cfg["amp"]):
-            out = model(*batches, **forward_kw)
+            out = net(*batches, **forward_kw)
             total, parts = model.loss(out, *batches)
-        scaler.scale(total).backward()
+        # DDP averages the processes' gradients: each loss weighted by its share of the batch
+        weighted = total * ranks.loss_weight(sel.size, sl.stop - sl.start) if ranks.distributed else total
+        scaler.scale(weighted).backward()
         scaler.step(optimizer)
         scaler.update()
         sums["loss"] += float(total.detach()) * sel.size
         for k, v in parts.items():
             sums[f"loss_{k}"] += float(v.detach() if torch.is_tensor(v) else v) * sel.size
-    return {k: v / n for k, v in sums.items()}
+    return {k: v / n for k, v in ranks.sum(sums).items()}
 
 
 def evaluate_epoch(model: torch.nn.Module, data: DiveData, pool_rows: np.ndarray, val_rows: np.ndarray,
@@ -192,13 +205,14 @@ def evaluate_epoch(model: torch.nn.Module, data: DiveData, pool_rows: np.ndarray
 
 def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np.ndarray,
                test_rows: np.ndarray, seed_dir: str | Path, tracker: Tracker | None = None, *,
-               max_epochs: int | None = None) -> list[dict[str, Any]]:
+               max_epochs: int | None = None, ranks: Ranks = SINGLE) -> list[dict[str, Any]]:
     """Train (or resume, or skip when finished) one seed; return its per-epoch history.
 
     Writes seed_dir/{checkpoint.pt, history.json, best_val.pt} (DVC-hashed, the same bytes for
     the same inputs) and the side file run.json (MLflow run id, git commit, seconds per epoch).
     `max_epochs` stops after that many epochs in this call (a stand-in for a killed job; the
-    next call resumes).
+    next call resumes). Under torchrun (`ranks`) every process trains its share; process 0 alone
+    evaluates and writes (the others get no tracker), and every process returns its history.
     """
     seed_dir = Path(seed_dir)
     ensure_writable(seed_dir)
@@ -207,12 +221,14 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     device = data.device
     set_determinism(run.seed)
     model = build(config, device)
+    set_batchnorm_mode(model, run.train_cfg["batchnorm"], distributed=ranks.distributed)
     optimizer = make_optimizer(model, run.train_cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=run.train_cfg["amp"] and device.type == "cuda")
     history: list[dict[str, Any]] = []
     start = 0
     info = {"made_from": sha256_json(inputs), "mlflow_run_id": None, "seconds": []}
     state = resumable_checkpoint(seed_dir, config, inputs, device, f"{run.variant} seed {run.seed}")
+    ranks.agree(state and (state["epoch"], bool(state.get("finished"))), "the checkpoint's (epoch, finished)")
     if state is not None:
         history, start = state["history"], state["epoch"]
         if state.get("finished"):
@@ -223,18 +239,31 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         scaler.load_state_dict(state["scaler"])
         set_rng_states(state["rng"])
         log.info("%s seed %d: resuming after epoch %d", run.variant, run.seed, start)
-        previous = read_run_info(seed_dir)
+        previous = read_run_info(seed_dir) if ranks.main else {}
         if previous.get("made_from") == info["made_from"]:   # the side file of this very training
             info = {**info, **previous}
-    _open_run(run, config, data, tracker, seed_dir, info)
+            if info.get("processes", 1) != ranks.world_size:
+                log.warning("%s seed %d: resumed in %d processes, begun in %d (results differ in the last "
+                            "bits; with train.batchnorm joint each process normalises other rows)", run.variant,
+                            run.seed, ranks.world_size, info.get("processes", 1))
+    if ranks.distributed:
+        info["processes"] = ranks.world_size
+    else:                   # one process now (the side file of a run begun under torchrun says more)
+        info.pop("processes", None)
+    net = ranks.wrap(model, device)
+    if ranks.main:
+        _open_run(run, config, data, tracker, seed_dir, info)
     run_id = info["mlflow_run_id"]
     provenance = dict(sorted(inputs.items()))
     epochs = run.train_cfg["epochs"]
     best = max((h["val"].get("rho") for h in history if h["val"].get("rho") is not None), default=None)
     stop = epochs if max_epochs is None else min(epochs, start + max_epochs)
-    for epoch in tqdm(range(start, stop), desc=f"{run.variant} seed {run.seed}", initial=start, total=epochs):
+    for epoch in tqdm(range(start, stop), desc=f"{run.variant} seed {run.seed}", initial=start, total=epochs,
+                      disable=not ranks.main):
         t0 = time.perf_counter()
-        losses = train_epoch(model, optimizer, scaler, data, pool_rows, run, epoch)
+        losses = train_epoch(model, optimizer, scaler, data, pool_rows, run, epoch, ranks=ranks, net=net)
+        if not ranks.main:      # process 0 evaluates and writes; the others wait at the next step
+            continue
         t1 = time.perf_counter()
         metrics = evaluate_epoch(model, data, pool_rows, val_rows, test_rows, run)
         seconds = {"epoch": epoch, "train": t1 - t0, "eval": time.perf_counter() - t1}
@@ -261,7 +290,7 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
                  losses.get("loss", float("nan")), record["val"].get("rho"), record["test"].get("rho"))
         if finished and tracker is not None:
             _finish_run(tracker, run_id, history, seed_dir)
-    return history
+    return ranks.broadcast(history)
 
 
 def _open_run(run: SeedRun, config: dict[str, Any], data: DiveData, tracker: Tracker | None, seed_dir: Path,

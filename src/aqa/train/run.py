@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from aqa.errors import AqaError
 from aqa.models.registry import needs_step_labels
+from aqa.train import distributed
 from aqa.train.checkpoint import ensure_writable
 from aqa.train.data import DiveData, load_dive_data, split_validation
 from aqa.train.loop import SeedRun, resolve_device, train_seed
-from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,25 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     """Train `variant` for every seed of params.train.seeds into out_dir/seed<k>/ (resumable).
 
     Returns each seed's per-epoch history. `max_epochs` limits the epochs run in this call.
+    Started by torchrun, the processes train together (aqa.train.distributed; docs/TRAINING.md
+    "Several GPUs"): process 0 alone writes and tracks.
     """
     spec = parse_variant(variant, params)
     train_cfg = params["train"]
+    ranks = distributed.ranks_from_env()
+    ranks.check_batch_size({**train_cfg, **spec.train_overrides}["batch_size"], f"variant {variant}")
     for seed in train_cfg["seeds"]:       # every output folder before anything is read or replaced
         ensure_writable(Path(out_dir) / f"seed{seed}")
-    device = resolve_device(train_cfg["device"])
+    ranks, device = distributed.start(resolve_device(train_cfg["device"]))
+    out = _train_seeds(spec, params, dives_parquet, features_dir, out_dir, device, ranks, tracking_uri, max_epochs)
+    distributed.stop(ranks)   # not after a failure: the process exits and torchrun ends the others
+    return out
+
+
+def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str | Path, features_dir: str | Path,
+                 out_dir: str | Path, device: torch.device, ranks: distributed.Ranks, tracking_uri: str | None,
+                 max_epochs: int | None) -> dict[int, list[dict[str, Any]]]:
+    variant, train_cfg = spec.name, params["train"]
     data = load_dive_data(dives_parquet, features_dir, device)
     if needs_step_labels(spec.method) and bool((data.transitions < 0).all()):
         raise VariantError(f"variant {variant!r}: method {spec.method} learns the step transitions, and "
@@ -129,13 +143,19 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
              device)
     if spec.method == "musdl":
         log_masked_judges(data, pool)
-    tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
+    tracker = None
+    if ranks.main:   # MLflow is imported by process 0 alone (the others do not track; it takes seconds)
+        from aqa.train.tracking import Tracker
+
+        tracker = Tracker(tracking_uri, dataset_name(dives_parquet))
     out = {}
     for seed in train_cfg["seeds"]:
         run = seed_run(spec, params, seed, data, pool)
+        if ranks.distributed:
+            run.tags["processes"] = str(ranks.world_size)
         out[seed] = train_seed(run, data, pool, val, test, Path(out_dir) / f"seed{seed}", tracker,
-                               max_epochs=max_epochs)
-    if max_epochs is None:
+                               max_epochs=max_epochs, ranks=ranks)
+    if max_epochs is None and ranks.main:
         remove_unlisted_seeds(out_dir, train_cfg["seeds"])
     return out
 
