@@ -71,4 +71,4 @@ def test_finetune_train_then_evaluate_on_rendered_frames(tmp_path, tiny_params):
     assert ["train.backbone", "finetune"] in metrics["provenance"]["params"]
     # the evaluation's honest metrics are the training's own vote on test at the best epoch
     history = json.loads((models / "seed0" / "history.json").read_text())
-    assert metrics["per_seed"][0]["honest"]["l2"] == pytest.approx(history[0]["test"]["l2"], rel=1e-6)
+    assert metrics["per_seed"][0]["honest"]["l2"] == pytest.approx(history[0]["test"]["l2"], rel=1e-4)

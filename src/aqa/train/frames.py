@@ -173,7 +173,7 @@ class FrameData(DiveData):
             augment = np.tile(np.array([0, top, left], dtype=np.int64), (rows.size, 1))
         else:
             items = rows if items is None else np.asarray(items, dtype=np.int64).reshape(-1)
-            keys = self.keys
+            keys = self.dives["key"].to_numpy()
             augment = np.array([draw_augmentation(seed, epoch, keys[int(i)], role, self.geometry) for i in items],
                                dtype=np.int64).reshape(-1, 3)
         return Load(rows=rows, views=None, with_maps=with_maps, augment=augment)
