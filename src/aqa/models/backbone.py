@@ -55,6 +55,9 @@ class FinetunedI3D(nn.Module):
         if state_dict is not None:
             self.i3d.load_state_dict(state_dict, strict=True)
         trainable_bn_scale(self.i3d)
+        # the Kinetics logits layer is never used for features: no gradient ever reaches it (also
+        # what DistributedDataParallel needs, which refuses parameters without gradients)
+        self.i3d.conv3d_0c_1x1.requires_grad_(False)
         if channels_last:
             self.i3d.to(memory_format=torch.channels_last_3d)
         # a compiled function, not a wrapped module: the state dict keeps I3D's own names

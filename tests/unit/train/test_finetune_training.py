@@ -68,3 +68,16 @@ def test_killed_fine_tuning_resumes_to_the_identical_result(data_dir, tiny_param
     for name in ("checkpoint.pt", "best_val.pt", "history.json"):
         assert (tmp_path / "killed/seed0" / name).read_bytes() == (tmp_path / "full/seed0" / name).read_bytes()
     assert any(k.startswith("backbone.i3d.") for k in load_checkpoint(tmp_path / "full/seed0/best_val.pt")["model"])
+
+
+def test_autocast_dtype_and_loss_scaling_per_device(monkeypatch):
+    """bfloat16 where the GPU has it (no GradScaler), float16 otherwise (with one), none on CPU.
+    (No GPU here: the CUDA capability query is answered by the test.)"""
+    from aqa.evaluate.voting import amp_dtype
+
+    cuda = torch.device("cuda")
+    assert amp_dtype(torch.device("cpu"), True) is None and amp_dtype(cuda, False) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype(cuda, True) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert amp_dtype(cuda, True) == torch.float16
