@@ -166,7 +166,7 @@ def _run_batches(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scale
     model.train()
     sums: dict[str, float] = defaultdict(float)
     selections = [order[sl] for sl in _batches(n, cfg["batch_size"])]
-    for sel, batches in zip(selections, data.fetch(batches_of(sel) for sel in selections)):
+    for sel, batches in zip(selections, data.fetch(batches_of(s) for s in selections)):
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(data.device, cfg["amp"]):
             out = model(*batches, **forward_kw)
