@@ -27,6 +27,9 @@ SMALL_PROTOCOL = {"resize": [40, 32], "crop": 32, "flip_view": False, "autocast"
 # Heads on I3D's 1024 channels, as small as they go.
 FINETUNE_VARIANTS = {
     "fr": {"method": "fr", "hidden": [8]},
+    "fr_asym": {"method": "fr_asym", "hidden": [8]},
+    "fr_dn": {"method": "fr_dn", "hidden": [8], "action_dim": 4},
+    "fsr": {"method": "fsr", "psnet": {"head_hidden": [8]}, "hidden": [8]},
     "tsa": {"method": "tsa", "psnet": {"head_hidden": [8]}, "decoder": {"dim": 64, "heads": 2, "depth": 1},
             "regressor_hidden": [8]},
     "core": {"method": "core", "hidden": 8},

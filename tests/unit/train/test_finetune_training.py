@@ -45,10 +45,10 @@ def test_a_pairwise_and_a_direct_method_fine_tune(variant, data_dir, tiny_params
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["fr-nodn", "core-dn", "i3d_mlp-dn", "musdl-dn"])
+@pytest.mark.parametrize("variant", ["fr-nodn", "fr_asym-dn", "fr_dn-dn", "fsr-dn", "core-dn", "i3d_mlp-nodn",
+                                     "musdl-dn"])
 def test_every_other_method_fine_tunes(variant, data_dir, tiny_params, tmp_path):
     params = finetune_train_params(tiny_params)
-    params["train"]["variants"].update({"fr_asym": {"method": "fr_asym", "hidden": [8]}})
     before = torch.load(data_dir["weights"], weights_only=True)
     history = _train(data_dir, params, variant, tmp_path / variant)[0]
     _check_trained(tmp_path / variant, history, before)
