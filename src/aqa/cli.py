@@ -194,15 +194,20 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
 @click.option("--features", "features_dir", type=EXISTING, required=True, help="Feature cache folder.")
 @click.option("--annotations", "dives_parquet", type=EXISTING, required=True, help="dives.parquet.")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Model folder (checkpoints, one per seed).")
+@click.option("--frames", "frames_root", type=EXISTING, default=None,
+              help="Frames root <video>/<idx>/*.jpg (read with train.backbone: finetune).")
+@click.option("--weights", "weights_path", type=EXISTING, default=None,
+              help="I3D state dict (.pt) to fine-tune (train.backbone: finetune).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
               "or sqlite:///mlflow.db).")
-def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, tracking_uri):
+def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, frames_root, weights_path,
+              tracking_uri):
     """Train one method variant for every seed in params (resumes from the last checkpoint)."""
     from aqa.train.run import train_variant
 
     params = load_params(params_path)
     train_variant(variant, features_dir=features_dir, dives_parquet=dives_parquet, out_dir=out_dir,
-                  params=params, tracking_uri=tracking_uri)
+                  params=params, tracking_uri=tracking_uri, frames_root=frames_root, weights_path=weights_path)
 
 
 @main.command("evaluate")
@@ -215,9 +220,11 @@ def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_d
 @click.option("--metrics", "metrics_path", type=PATH, required=True, help="Output metrics JSON.")
 @click.option("--predictions", "predictions_dir", type=PATH, required=True,
               help="Output folder of per-dive predictions (Parquet, one per seed).")
+@click.option("--frames", "frames_root", type=EXISTING, default=None,
+              help="Frames root <video>/<idx>/*.jpg (read with train.backbone: finetune).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
 def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives_parquet, metrics_path,
-                 predictions_dir, tracking_uri):
+                 predictions_dir, frames_root, tracking_uri):
     """Score the test split (multi-exemplar voting, or each dive's own prediction for the direct
     methods); paper and honest protocols side by side."""
     from aqa.evaluate.run import evaluate_variant
@@ -225,7 +232,7 @@ def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives
     params = load_params(params_path)
     evaluate_variant(variant, models_dir=models_dir, features_dir=features_dir, dives_parquet=dives_parquet,
                      metrics_path=metrics_path, predictions_dir=predictions_dir, params=params,
-                     tracking_uri=tracking_uri)
+                     tracking_uri=tracking_uri, frames_root=frames_root)
 
 
 @main.command("make-report")

@@ -16,12 +16,16 @@ rule train_variant:
         features=FEATURES,
         dives=DIVES,
         out=f"{MODELS}/{{variant}}",
+        # read with train.backbone: finetune (the feature cache's frames and weights)
+        frames=lambda wildcards: frames_source(wildcards.dataset),
+        weights=f"{I3D}/kinetics400_rgb.pt",
     threads: workflow.cores
     log:
         "logs/train/{dataset}/{variant}.log",
     shell:
         "{AQA} train --params {PARAMS} --log {log} --variant {wildcards.variant}"
         " --features {params.features} --annotations {params.dives} --out {params.out}"
+        " --frames {params.frames} --weights {params.weights}"
 
 
 rule train:
@@ -44,13 +48,14 @@ rule evaluate_variant:
         models=f"{MODELS}/{{name}}",
         features=FEATURES,
         dives=DIVES,
+        frames=lambda wildcards: frames_source(wildcards.dataset),   # read with train.backbone: finetune
     threads: workflow.cores
     log:
         "logs/evaluate/{dataset}/{name}.log",
     shell:
         "{AQA} evaluate --params {PARAMS} --log {log} --variant {wildcards.name}"
         " --models {params.models} --features {params.features} --annotations {params.dives}"
-        " --metrics {output.metrics} --predictions {output.predictions}"
+        " --metrics {output.metrics} --predictions {output.predictions} --frames {params.frames}"
 
 
 rule evaluate:

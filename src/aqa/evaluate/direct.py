@@ -31,9 +31,9 @@ def predict_rows(model: torch.nn.Module, data: DiveData, rows: np.ndarray, *, ba
     rows = np.asarray(rows, dtype=np.int64)
     maps = uses_maps(model)
     parts = []
+    chunks = [rows[start:start + batch_size] for start in range(0, rows.size, batch_size)]
     with _eval_mode(model):
-        for start in range(0, rows.size, batch_size):
-            batch = data.batch(rows[start:start + batch_size], with_maps=maps)
+        for (batch,) in data.fetch((data.request(c, with_maps=maps),) for c in chunks):
             with autocast_for(data.device, amp):
                 out = model(batch)
             parts.append(model.predict(out).float().cpu().numpy())   # (b,)

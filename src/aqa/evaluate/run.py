@@ -29,10 +29,10 @@ from aqa.io import atomic_path, write_json_atomic
 from aqa.models.registry import is_pairwise as is_pairwise_method
 from aqa.provenance import EVALUATE_CODE, code_fingerprint, footage, metrics_provenance, sha256_file
 from aqa.train.checkpoint import CheckpointError, git_commit, load_checkpoint, read_run_info
-from aqa.train.data import DiveData, load_dive_data
+from aqa.train.data import DiveData
 from aqa.train.loop import build, resolve_device
 from aqa.train.resume import BEST as BEST_VAL, HISTORY, stale_reason, training_inputs
-from aqa.train.run import VariantSpec, dataset_name, parse_variant, seed_run, split_rows
+from aqa.train.run import VariantSpec, dataset_name, load_data, parse_variant, seed_run, split_rows
 from aqa.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def evaluate_seed(data: DiveData, best: dict[str, Any], *, mode: str, counts: li
 
     One vote with max(counts) exemplars serves every M: a dive's first M exemplars are its M-set.
     """
-    model = build(best["config"], device)
+    model = build(best["config"], device, data)
     model.load_state_dict(best["model"])
     pool, _, test = split_rows(data, best["config"]["train"])
     amp = best["config"]["train"]["amp"]
@@ -195,7 +195,8 @@ def _read_history(path: Path, variant: str) -> list[dict[str, Any]]:
 
 def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str | Path,
                      dives_parquet: str | Path, metrics_path: str | Path, predictions_dir: str | Path,
-                     params: dict[str, Any], tracking_uri: str | None = None) -> dict[str, Any]:
+                     params: dict[str, Any], tracking_uri: str | None = None,
+                     frames_root: str | Path | None = None) -> dict[str, Any]:
     """Evaluate every seed of a trained variant; write metrics_path and predictions_dir/seed<k>.parquet.
 
     Methods that predict transitions also get a "gt_transitions" block: the same models with
@@ -207,7 +208,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     m_main = eval_cfg["num_exemplars"]
     counts = sorted(set(params["make_report"]["exemplar_counts"]) | {m_main})
     device = resolve_device(params["train"]["device"])
-    data = load_dive_data(dives_parquet, features_dir, device)
+    # with train.backbone finetune: the frames (the fine-tuned I3D's weights are in the checkpoints)
+    data = load_data(params["train"], dives_parquet, features_dir, device, frames_root=frames_root)
     seed_dirs = {seed: models_dir / f"seed{seed}" for seed in params["train"]["seeds"]}
     # every model checked before anything is written
     trained = {seed: load_trained(spec, params, data, seed, d, device) for seed, d in seed_dirs.items()}

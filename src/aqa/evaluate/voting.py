@@ -54,10 +54,19 @@ class Encoded:
         return {k: v[idx.to(v.device)] for k, v in self.tensors.items()}
 
 
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of params train.amp on `device`: on CUDA bfloat16 where the GPU supports
+    it, else float16 (trained with a GradScaler); None (float32) on CPU or without amp."""
+    if not (amp and device.type == "cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast_for(device: torch.device, amp: bool):
-    """Mixed precision on CUDA when asked; a no-op context elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+    """Mixed precision on CUDA when asked (`amp_dtype`); a no-op context elsewhere."""
+    dtype = amp_dtype(device, amp)
+    if dtype is not None:
+        return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
 
 
@@ -86,10 +95,11 @@ def encode_rows(model: torch.nn.Module, data: DiveData, rows: np.ndarray, modes:
     rows = np.unique(np.asarray(rows, dtype=np.int64))
     maps = uses_maps(model)
     parts: dict[str, list[dict[str, torch.Tensor]]] = {m: [] for m in modes}
+    chunks = [rows[start:start + batch_size] for start in range(0, rows.size, batch_size)]
     with _eval_mode(model):
-        for start in range(0, rows.size, batch_size):
+        for (batch,) in data.fetch((data.request(c, with_maps=maps),) for c in chunks):
             with autocast_for(data.device, amp):
-                enc = model.encode_modes(data.batch(rows[start:start + batch_size], with_maps=maps), tuple(modes))
+                enc = model.encode_modes(batch, tuple(modes))
             for m in modes:
                 parts[m].append(enc[m])
     return {m: Encoded(rows, m, {k: torch.cat([p[k] for p in parts[m]]) for k in parts[m][0]} if parts[m] else {})

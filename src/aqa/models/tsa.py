@@ -81,8 +81,9 @@ class PairwiseModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, query: dict, exemplar: dict, transitions: str = "pred") -> dict[str, torch.Tensor]:
+        # (the number of queries from a key every batch has: the frames path carries no "pooled")
         enc_q, enc_e = split_encoding(self.encode(cat_batches(query, exemplar), transitions),
-                                      query["pooled"].shape[0])
+                                      query["score"].shape[0])
         return self.compare(enc_q, enc_e)
 
     def loss(self, out: dict[str, torch.Tensor], query: dict, exemplar: dict

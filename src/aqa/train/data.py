@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -75,8 +76,16 @@ class DiveData:
         idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=self.device)
         v = (torch.zeros_like(idx) if views is None
              else torch.as_tensor(np.asarray(views), dtype=torch.long, device=self.device))
-        out = {
-            "pooled": self.pooled[idx, v].float(),        # (B, 9, 1024)
+        out = {"pooled": self.pooled[idx, v].float(), **self.labels(idx)}   # pooled (B, 9, 1024)
+        if with_maps:
+            out["maps"] = self.maps[idx, v].float()       # (B, 9, 1024, 4, 4)
+        return out
+
+    def labels(self, idx: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything of rows `idx` a batch holds besides the features."""
+        idx = (idx.to(self.device, torch.long) if torch.is_tensor(idx)
+               else torch.as_tensor(np.asarray(idx), dtype=torch.long, device=self.device))
+        return {
             "score": self.score[idx],                     # (B,)
             "transitions": self.transitions[idx],         # (B, 2)
             "action": self.action[idx],                   # (B,)
@@ -84,9 +93,34 @@ class DiveData:
             "judges": self.judges[idx],                   # (B, J) NaN-padded
             "num_judges": self.num_judges[idx],           # (B,)
         }
-        if with_maps:
-            out["maps"] = self.maps[idx, v].float()       # (B, 9, 1024, 4, 4)
-        return out
+
+    # A training or evaluation pass asks for its batches as `Load`s (`request`) and receives them
+    # from `fetch`: here, cached features assembled when each batch is reached (what `batch`
+    # gives); the frames path (aqa.train.frames.FrameData) decodes them ahead in worker processes
+    # and augments training loads by draws from (seed, epoch, the item, role).
+
+    def request(self, rows, views=None, *, with_maps: bool = True, seed: int | None = None,
+                epoch: int | None = None, role: str = "query", items=None) -> "Load":
+        """The load of rows `rows` (views as `batch`); seed, epoch, role and items only matter to
+        the frames path's augmentation."""
+        return Load(rows=np.array(rows, dtype=np.int64), views=None if views is None else np.asarray(views),
+                    with_maps=with_maps)
+
+    def fetch(self, batches: Iterable[tuple["Load", ...]]) -> Iterator[tuple[dict[str, torch.Tensor], ...]]:
+        """For each tuple of loads (query[, exemplar]), their batch dicts, in order."""
+        for loads in batches:
+            yield tuple(self.batch(load.rows, load.views, with_maps=load.with_maps) for load in loads)
+
+
+@dataclass(frozen=True)
+class Load:
+    """One batch dict to assemble: data rows, cached view per row (None: view 0), whether with
+    maps, and the frames path's (flip, top, left) per row (None with cached features)."""
+
+    rows: np.ndarray
+    views: np.ndarray | None = None
+    with_maps: bool = True
+    augment: np.ndarray | None = None
 
 
 JUDGE_SLOTS = 7  # the widest panel (FineDiving's and MTL-AQA's 7 judges)
@@ -133,6 +167,16 @@ def _transitions(dives: pd.DataFrame, path: Path) -> np.ndarray:
     return out
 
 
+def label_tensors(dives: pd.DataFrame, dives_parquet: Path, device: str | torch.device) -> dict:
+    """DiveData's score, transitions, action and action_names of `dives` (ordered by key)."""
+    action_names = sorted(dives["action_type"].astype(str).unique())
+    lookup = {a: i for i, a in enumerate(action_names)}
+    return {"score": torch.as_tensor(dives["dive_score"].to_numpy(np.float32), device=device),
+            "transitions": torch.as_tensor(_transitions(dives, dives_parquet), device=device),
+            "action": torch.as_tensor([lookup[a] for a in dives["action_type"].astype(str)], device=device),
+            "action_names": action_names}
+
+
 def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: str | torch.device = "cpu"
                    ) -> DiveData:
     """Read dives.parquet and every dive's features from the cache into tensors on `device`."""
@@ -158,16 +202,11 @@ def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: 
     shapes = {tuple(p.shape) for p in pooled}, {tuple(m.shape) for m in maps}
     if len(shapes[0]) != 1 or len(shapes[1]) != 1:
         raise DiveDataError(f"{features_dir}: dives have features of different shapes {shapes}")
-    action_names = sorted(dives["action_type"].astype(str).unique())
-    lookup = {a: i for i, a in enumerate(action_names)}
     data = DiveData(
         dives=dives,
         pooled=torch.stack(pooled).to(device),
         maps=torch.stack(maps).to(device),
-        score=torch.as_tensor(dives["dive_score"].to_numpy(np.float32), device=device),
-        transitions=torch.as_tensor(_transitions(dives, dives_parquet), device=device),
-        action=torch.as_tensor([lookup[a] for a in dives["action_type"].astype(str)], device=device),
-        action_names=action_names,
+        **label_tensors(dives, dives_parquet, device),
         fingerprint=str(cache.fingerprint),
         annotations_digest=annotations_digest(dives_parquet),
     )

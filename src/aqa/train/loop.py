@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
-from aqa.evaluate.voting import autocast_for, evaluate_rows, shared_encodings
+from aqa.evaluate.voting import amp_dtype, autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
 from aqa.models.batchnorm import set_batchnorm_mode
 from aqa.provenance import sha256_json, training_section
@@ -75,10 +75,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(config: dict[str, Any], device: torch.device) -> torch.nn.Module:
+def build(config: dict[str, Any], device: torch.device, data: DiveData | None = None) -> torch.nn.Module:
+    """The model of a config; with train.backbone finetune, its backbone is the I3D of `data`
+    (aqa.train.frames.FrameData: the cache's protocol, the verified Kinetics weights)."""
     from aqa.models.registry import build_model
 
-    return build_model(config["method"], **config["model_kwargs"]).to(device)
+    model = build_model(config["method"], **config["model_kwargs"])
+    if config["train"].get("backbone", "cached") == "finetune":
+        if not callable(getattr(data, "backbone", None)):
+            raise TypeError("train.backbone finetune needs the frames (aqa.train.frames.FrameData) to build its I3D")
+        model.backbone = data.backbone(config["train"])
+    return model.to(device)
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -93,10 +100,12 @@ def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.o
     return torch.optim.Adam(groups, weight_decay=train_cfg["weight_decay"])
 
 
-def set_determinism(seed: int) -> None:
+def set_determinism(seed: int, device: torch.device = torch.device("cpu")) -> None:
     seed_everything(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+    # cuDNN autotuning on CUDA (fast convolutions for I3D; CUDA results may differ in the last
+    # bits anyway); nothing to tune on CPU
+    torch.backends.cudnn.benchmark = device.type == "cuda"
 
 
 def _batches(n: int, size: int, min_size: int = 2) -> list[slice]:
@@ -141,31 +150,35 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler
     order = rng.permutation(n)
     views = data.views if cfg["use_flip_view"] else 1
     maps = uses_maps(model)
+    # the frames path augments each load by draws from (seed, epoch, the query's dive, role)
+    aug = {"with_maps": maps, "seed": run.seed, "epoch": epoch}
     if not is_pairwise(model):
         view_q = rng.integers(0, views, size=n)
         return _run_batches(model, optimizer, scaler, data, order, cfg, lambda sel: (
-            data.batch(pool_rows[sel], view_q[sel], with_maps=maps),), **feed)
+            data.request(pool_rows[sel], view_q[sel], role="query", **aug),), **feed)
     transitions = "gt" if epoch / cfg["epochs"] <= cfg["prob_tas_threshold"] else "pred"
     actions = data.action.cpu().numpy()[pool_rows]
     exemplar = sample_train_exemplars(actions, run.mode, rng)
     view_q, view_e = rng.integers(0, views, size=n), rng.integers(0, views, size=n)
     return _run_batches(model, optimizer, scaler, data, order, cfg, lambda sel: (
-        data.batch(pool_rows[sel], view_q[sel], with_maps=maps),
-        data.batch(pool_rows[exemplar[sel]], view_e[sel], with_maps=maps)), transitions=transitions, **feed)
+        data.request(pool_rows[sel], view_q[sel], role="query", **aug),
+        data.request(pool_rows[exemplar[sel]], view_e[sel], role="exemplar", items=pool_rows[sel], **aug)),
+        transitions=transitions, **feed)
 
 
 def _run_batches(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                  data: DiveData, order: np.ndarray, cfg: dict[str, Any], batches_of, *, ranks: Ranks,
                  net: torch.nn.Module, **forward_kw) -> dict[str, float]:
-    """Optimise over `order` in batches of cfg.batch_size: `batches_of(sel)` gives the model's
-    input batches (query[, exemplar]); the loss is `model.loss(net(*batches), *batches)`. Under
-    torchrun `sel` is this process's share of the batch, and the loss sums are over all processes."""
+    """Optimise over `order` in batches of cfg.batch_size: `batches_of(sel)` gives the loads of the
+    model's input batches (query[, exemplar]), which `data.fetch` turns into batch dicts; the loss
+    is `model.loss(net(*batches), *batches)`. Under torchrun `sel` is this process's share of the
+    batch, and the loss sums are over all processes."""
     n = order.size
     net.train()
     sums: dict[str, float] = defaultdict(float)
-    for sl in _batches(n, cfg["batch_size"], ranks.min_batch):
-        sel = ranks.shard(order[sl])
-        batches = batches_of(sel)
+    slices = _batches(n, cfg["batch_size"], ranks.min_batch)
+    shares = [ranks.shard(order[sl]) for sl in slices]
+    for sl, sel, batches in zip(slices, shares, data.fetch(batches_of(s) for s in shares)):
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(data.device, cfg["amp"]):
             out = net(*batches, **forward_kw)
@@ -219,11 +232,12 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     config = _nan_to_none(run.config())
     inputs = training_inputs(config, data.annotations_digest, data.fingerprint)
     device = data.device
-    set_determinism(run.seed)
-    model = build(config, device)
+    set_determinism(run.seed, device)
+    model = build(config, device, data)
     set_batchnorm_mode(model, run.train_cfg["batchnorm"], distributed=ranks.distributed)
     optimizer = make_optimizer(model, run.train_cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=run.train_cfg["amp"] and device.type == "cuda")
+    # loss scaling only for float16 (bfloat16 has float32's range)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device, run.train_cfg["amp"]) == torch.float16)
     history: list[dict[str, Any]] = []
     start = 0
     info = {"made_from": sha256_json(inputs), "mlflow_run_id": None, "seconds": []}

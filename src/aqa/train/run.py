@@ -109,14 +109,28 @@ def split_rows(data: DiveData, train_cfg: dict[str, Any]) -> tuple[np.ndarray, n
     return pool, val, test
 
 
+def load_data(train_cfg: dict[str, Any], dives_parquet: str | Path, features_dir: str | Path, device, *,
+              frames_root: str | Path | None = None, weights_path: str | Path | None = None) -> DiveData:
+    """The dives as the backbone of params train.backbone reads them: cached features, or (finetune)
+    the frames of the cache's protocol (aqa.train.frames; `weights_path` only to train)."""
+    if train_cfg["backbone"] == "finetune":
+        from aqa.train.frames import load_frame_data
+
+        return load_frame_data(dives_parquet, features_dir, frames_root, weights_path, device,
+                               num_workers=train_cfg["num_workers"])
+    return load_dive_data(dives_parquet, features_dir, device)
+
+
 def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str | Path, out_dir: str | Path,
                   params: dict[str, Any], tracking_uri: str | None = None,
-                  max_epochs: int | None = None) -> dict[int, list[dict[str, Any]]]:
+                  max_epochs: int | None = None, frames_root: str | Path | None = None,
+                  weights_path: str | Path | None = None) -> dict[int, list[dict[str, Any]]]:
     """Train `variant` for every seed of params.train.seeds into out_dir/seed<k>/ (resumable).
 
     Returns each seed's per-epoch history. `max_epochs` limits the epochs run in this call.
     Started by torchrun, the processes train together (aqa.train.distributed; docs/TRAINING.md
     "Several GPUs"): process 0 alone writes and tracks.
+    With train.backbone finetune, `frames_root` and `weights_path` (the Kinetics I3D) are read too.
     """
     spec = parse_variant(variant, params)
     train_cfg = params["train"]
@@ -125,16 +139,21 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     for seed in train_cfg["seeds"]:       # every output folder before anything is read or replaced
         ensure_writable(Path(out_dir) / f"seed{seed}")
     ranks, device = distributed.start(resolve_device(train_cfg["device"]))
-    out = _train_seeds(spec, params, dives_parquet, features_dir, out_dir, device, ranks, tracking_uri, max_epochs)
+    out = _train_seeds(spec, params, dives_parquet, features_dir, out_dir, device, ranks, tracking_uri, max_epochs,
+                       frames_root=frames_root, weights_path=weights_path)
     distributed.stop(ranks)   # not after a failure: the process exits and torchrun ends the others
     return out
 
 
 def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str | Path, features_dir: str | Path,
                  out_dir: str | Path, device: torch.device, ranks: distributed.Ranks, tracking_uri: str | None,
-                 max_epochs: int | None) -> dict[int, list[dict[str, Any]]]:
+                 max_epochs: int | None, *, frames_root: str | Path | None,
+                 weights_path: str | Path | None) -> dict[int, list[dict[str, Any]]]:
     variant, train_cfg = spec.name, params["train"]
-    data = load_dive_data(dives_parquet, features_dir, device)
+    if train_cfg["backbone"] == "finetune" and weights_path is None:
+        raise VariantError("train.backbone is finetune: training needs the I3D weights (aqa train --weights)")
+    data = load_data(train_cfg, dives_parquet, features_dir, device, frames_root=frames_root,
+                     weights_path=weights_path)
     if needs_step_labels(spec.method) and bool((data.transitions < 0).all()):
         raise VariantError(f"variant {variant!r}: method {spec.method} learns the step transitions, and "
                            f"{dives_parquet} has none (no step labels, e.g. MTL-AQA)")

@@ -1,0 +1,261 @@
+"""The frames path of training (train.backbone: finetune): dives decoded from their JPEG frames.
+
+`FrameData` is a `DiveData` whose batches carry `frames` (B, 3, T, crop, crop) uint8 instead of
+cached features; the model's `FinetunedI3D` backbone turns them into the tensors the cache would
+hold. The protocol (96 sampled frames, the 200 x 112 squeeze, the 112 crop, the 9 x 16 snippets,
+the normalisation) and the I3D weights are those of the dataset's feature cache, read from its
+manifest, and every dive's protocol frames must be the ones the cache was computed from
+(frames.sha256): the cache's fingerprint then identifies the training input on both paths.
+
+Training loads are augmented as the reference's training transform, independently for the query
+and the exemplar and anew every epoch: a horizontal flip with p = 0.5 (of the decoded frame, as
+RandomHorizontalFlip comes first), the squeeze (PIL bilinear, as `aqa.features.transforms`), a
+crop of crop x crop at a random offset (vertical 0..88, horizontal 0..0 for 200 x 112), the same
+for the 96 frames of a load. The draw of a load depends only on (run seed, epoch, the training
+item's dive, role), so a resumed run draws the same. Evaluation loads take the centre crop.
+
+Decoding runs in DataLoader worker processes (`train.num_workers`, pinned memory on CUDA): one
+work item is one whole batch (query and exemplar loads), so the main process only moves tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from aqa.errors import AqaError
+from aqa.features import transforms as T
+from aqa.train.data import DiveData, Load
+
+log = logging.getLogger(__name__)
+
+ROLES = {"query": 0, "exemplar": 1}
+
+
+class FrameDataError(AqaError):
+    """Frames, cache manifest or weights that cannot make the fine-tuning input."""
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """The frame protocol of a feature cache (its manifest's `protocol`)."""
+
+    num_frames: int
+    snippet_length: int
+    snippet_stride: int
+    num_snippets: int
+    resize: tuple[int, int]      # (height, width) after the squeeze
+    crop: int
+    normalization: str
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], where: str) -> "FrameGeometry":
+        protocol = manifest.get("protocol")
+        try:
+            return cls(num_frames=int(protocol["num_frames"]), snippet_length=int(protocol["snippet_length"]),
+                       snippet_stride=int(protocol["snippet_stride"]), num_snippets=int(protocol["num_snippets"]),
+                       resize=(int(protocol["resize"][0]), int(protocol["resize"][1])), crop=int(protocol["crop"]),
+                       normalization=str(protocol["normalization"]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise FrameDataError(f"{where}: the manifest has no complete frame protocol ({protocol!r}); "
+                                 "re-run extract_features") from None
+
+    @property
+    def snippet_starts(self) -> list[int]:
+        return T.snippet_starts(self.num_frames, self.snippet_length, self.snippet_stride, self.num_snippets)
+
+    @property
+    def max_offset(self) -> tuple[int, int]:
+        """The largest (top, left) of a crop inside the squeezed frame (88, 0 for 200 x 112)."""
+        return self.resize[0] - self.crop, self.resize[1] - self.crop
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def draw_augmentation(seed: int, epoch: int, item_key: str, role: str, geometry: FrameGeometry
+                      ) -> tuple[bool, int, int]:
+    """(flip, top, left) of one training load: the reference's RandomHorizontalFlip (p = 0.5) and
+    RandomCrop offsets (uniform, ends included), from a generator seeded by (seed, epoch, the
+    training item's dive key, role)."""
+    from aqa.train.exemplars import stable_hash
+
+    rng = np.random.default_rng([int(seed), int(epoch), stable_hash(item_key), ROLES[role]])
+    flip = bool(rng.random() < 0.5)
+    max_top, max_left = geometry.max_offset
+    return flip, int(rng.integers(0, max_top + 1)), int(rng.integers(0, max_left + 1))
+
+
+def centre_offsets(geometry: FrameGeometry) -> tuple[int, int]:
+    """(top, left) of the reference's centre crop (evaluation, and the cache)."""
+    return T.center_crop_box(geometry.resize[0], geometry.resize[1], geometry.crop)
+
+
+def load_frame(path: str | Path, resize_hw: Sequence[int], flip: bool) -> np.ndarray:
+    """One frame decoded, flipped if asked (before the squeeze, as the reference), squeezed: uint8 (H, W, 3)."""
+    if not flip:
+        return T.load_resized(path, resize_hw)   # the cache's own decode
+    height, width = int(resize_hw[0]), int(resize_hw[1])
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").transpose(Image.FLIP_LEFT_RIGHT)
+            if img.size != (width, height):
+                img = img.resize((width, height), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise T.FrameError(f"{path}: cannot decode frame: {exc}") from None
+
+
+def load_clip(paths: Sequence[Path], geometry: FrameGeometry, flip: bool, top: int, left: int) -> torch.Tensor:
+    """A dive's protocol frames, each file decoded once: (3, T, crop, crop) uint8."""
+    decoded: dict[Path, np.ndarray] = {}
+    for path in paths:
+        if path not in decoded:
+            decoded[path] = load_frame(path, geometry.resize, flip)
+    c = geometry.crop
+    clip = np.stack([decoded[p][top:top + c, left:left + c] for p in paths])   # (T, crop, crop, 3)
+    return torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class _BatchFrames(torch.utils.data.Dataset):
+    """Item i: the frames of every load of batch i, a tuple of (B, 3, T, crop, crop) uint8.
+
+    Holds only paths, the geometry and the loads' (row, flip, top, left): cheap to send to
+    worker processes, and no tensor of the training device."""
+
+    def __init__(self, clips: list[tuple[Path, ...]], geometry: FrameGeometry, batches: list[tuple[Load, ...]]):
+        self.clips, self.geometry, self.batches = clips, geometry, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.stack([load_clip(self.clips[int(r)], self.geometry, bool(f), int(t), int(lf))
+                                  for r, (f, t, lf) in zip(load.rows, load.augment)])
+                     for load in self.batches[i])
+
+
+@dataclass
+class FrameData(DiveData):
+    """DiveData whose batches are decoded frames (`frames` (B, 3, T, crop, crop) uint8).
+
+    `pooled` / `maps` are empty placeholders (N, 1, 0): there is one view, and the features come
+    from the model's backbone (`backbone()`)."""
+
+    clips: list[tuple[Path, ...]] = field(default_factory=list)   # per row: its T protocol frame paths
+    geometry: FrameGeometry | None = None
+    weights_path: Path | None = None      # verified Kinetics weights (None: a checkpoint supplies them)
+    num_workers: int = 0
+
+    def batch(self, idx, views=None, *, with_maps: bool = True) -> dict[str, torch.Tensor]:
+        """The centre-cropped frames of rows `idx` (evaluation), decoded here."""
+        rows = np.asarray(idx, dtype=np.int64).reshape(-1)
+        top, left = centre_offsets(self.geometry)
+        frames = torch.stack([load_clip(self.clips[int(r)], self.geometry, False, top, left) for r in rows])
+        return {**self.labels(rows), "frames": frames.to(self.device)}
+
+    def request(self, rows, views=None, *, with_maps: bool = True, seed: int | None = None,
+                epoch: int | None = None, role: str = "query", items=None) -> Load:
+        """A load of rows `rows`: augmented by draws from (seed, epoch, item, role) when `seed`
+        is given (training; `items` = the training items' rows, default `rows`), else the centre crop."""
+        rows = np.array(rows, dtype=np.int64).reshape(-1)   # a copy: no negative strides
+        if seed is None:
+            top, left = centre_offsets(self.geometry)
+            augment = np.tile(np.array([0, top, left], dtype=np.int64), (rows.size, 1))
+        else:
+            items = rows if items is None else np.asarray(items, dtype=np.int64).reshape(-1)
+            keys = self.dives["key"].to_numpy()
+            augment = np.array([draw_augmentation(seed, epoch, keys[int(i)], role, self.geometry) for i in items],
+                               dtype=np.int64).reshape(-1, 3)
+        return Load(rows=rows, views=None, with_maps=with_maps, augment=augment)
+
+    def fetch(self, batches: Iterable[tuple[Load, ...]]) -> Iterator[tuple[dict[str, torch.Tensor], ...]]:
+        """The batches, decoded `num_workers` processes ahead (pinned memory on CUDA)."""
+        batches = list(batches)
+        loader = torch.utils.data.DataLoader(
+            _BatchFrames(self.clips, self.geometry, batches), batch_size=None, shuffle=False,
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+            prefetch_factor=2 if self.num_workers else None)
+        for loads, frames in zip(batches, loader):
+            yield tuple({**self.labels(load.rows), "frames": f.to(self.device, non_blocking=True)}
+                        for load, f in zip(loads, frames))
+
+    def backbone(self, train_cfg: dict[str, Any]) -> torch.nn.Module:
+        """The fine-tuned I3D of this data's protocol, from the verified weights (if any)."""
+        from aqa.models.backbone import FinetunedI3D
+
+        state = None
+        if self.weights_path is not None:
+            from aqa.models.i3d_weights import load_verified_weights
+
+            state, _ = load_verified_weights(self.weights_path)
+        return FinetunedI3D(snippet_starts=self.geometry.snippet_starts, snippet_length=self.geometry.snippet_length,
+                            normalization=self.geometry.normalization, state_dict=state,
+                            channels_last=bool(train_cfg.get("channels_last", False)),
+                            compile=bool(train_cfg.get("compile", False)))
+
+
+def load_frame_data(dives_parquet: str | Path, features_dir: str | Path, frames_root: str | Path | None,
+                    weights_path: str | Path | None, device: str | torch.device = "cpu", *,
+                    num_workers: int = 0) -> FrameData:
+    """Dives, their protocol frames under `frames_root` and the protocol of the cache in
+    `features_dir`, checked before anything trains: every dive's frames present and the very
+    frames the cache was made from, the weights (when given) those of the cache."""
+    from aqa.data.annotations import read_dives
+    from aqa.features.cache import FRAMES_DIGEST, FeatureCache
+    from aqa.features.extract import FeatureExtractionError, dive_job
+    from aqa.provenance import annotations_digest
+
+    if frames_root is None:
+        raise FrameDataError("train.backbone is finetune: the frames folder is needed (aqa train/evaluate --frames)")
+    dives_parquet, features_dir, frames_root = Path(dives_parquet), Path(features_dir), Path(frames_root)
+    if not frames_root.is_dir():
+        raise FrameDataError(f"{frames_root}: frames root is not a folder")
+    cache = FeatureCache(features_dir)
+    geometry = FrameGeometry.from_manifest(cache.manifest, str(cache.manifest_path))
+    if weights_path is not None:
+        from aqa.models.i3d_weights import load_verified_weights
+
+        _, sha = load_verified_weights(weights_path)
+        if sha != cache.manifest.get("weights_sha256"):
+            raise FrameDataError(f"{weights_path}: sha256 {sha[:12]}... is not the weights the feature cache "
+                                 f"{features_dir} was made with; re-run extract_features")
+    dives = read_dives(dives_parquet).sort_values("key").reset_index(drop=True)
+    if dives.empty:
+        raise FrameDataError(f"{dives_parquet}: no dives")
+    clips = []
+    for row in dives.itertuples(index=False):
+        try:
+            job = dive_job(frames_root, row.video, row.idx, row.start_frame, row.end_frame, geometry.num_frames)
+        except FeatureExtractionError as exc:
+            raise FrameDataError(str(exc)) from None
+        digest_file = cache.path(row.video, int(row.idx)) / FRAMES_DIGEST
+        if not digest_file.is_file() or digest_file.read_text().strip() != job.digest:
+            raise FrameDataError(f"dive {job.key}: its frames in {frames_root} are not those the feature cache "
+                                 f"{features_dir} was made from; re-run extract_features")
+        clips.append(job.frame_paths)
+    base = _labels_only(dives, dives_parquet, device)
+    data = FrameData(**base, fingerprint=str(cache.fingerprint), annotations_digest=annotations_digest(dives_parquet),
+                     clips=clips, geometry=geometry, weights_path=None if weights_path is None else Path(weights_path),
+                     num_workers=int(num_workers))
+    log.info("%d dives from the frames in %s (protocol of %s), %d decoding worker(s)", len(dives), frames_root,
+             features_dir, num_workers)
+    return data
+
+
+def _labels_only(dives, dives_parquet: Path, device) -> dict[str, Any]:
+    """DiveData's fields for `dives` with empty feature placeholders."""
+    from aqa.train.data import label_tensors
+
+    n = len(dives)
+    empty = torch.zeros((n, 1, 0), dtype=torch.float16, device=device)
+    return {"dives": dives, "pooled": empty, "maps": empty, **label_tensors(dives, dives_parquet, device)}
