@@ -16,7 +16,9 @@ rule train_variant:
         features=FEATURES,
         dives=DIVES,
         out=f"{MODELS}/{{variant}}",
-    threads: workflow.cores
+    threads: job_threads(config, "train")
+    resources:
+        **job_resources(config, "train"),
     log:
         "logs/train/{dataset}/{variant}.log",
     shell:
@@ -44,7 +46,9 @@ rule evaluate_variant:
         models=f"{MODELS}/{{name}}",
         features=FEATURES,
         dives=DIVES,
-    threads: workflow.cores
+    threads: job_threads(config, "evaluate")
+    resources:
+        **job_resources(config, "evaluate"),
     log:
         "logs/evaluate/{dataset}/{name}.log",
     shell:
