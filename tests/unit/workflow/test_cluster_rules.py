@@ -64,3 +64,20 @@ def test_no_stage_tracks_the_cluster_section():
     with Repo(str(REPO)) as repo:
         tracked = [(s.name, key) for s in repo.index.stages for dep in s.params for key in dep.params]
     assert tracked and not [(name, key) for name, key in tracked if key.split(".")[0] == "cluster"]
+
+
+def test_the_slurm_profile_leaves_resources_to_params():
+    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert not {"default-resources", "set-resources", "set-threads", "cores"} & set(profile), profile
+    # sacct needs SLURM's accounting database; without it the plugin would wait for ever
+    assert profile["slurm-status-command"] == "squeue"
+
+
+def test_the_cluster_group_pins_the_plugin():
+    import tomllib
+
+    group = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["cluster"]
+    names = {req.split("==")[0] for req in group}
+    assert {"snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"} == names
+    assert all(req.count("==") == 1 for req in group), group
