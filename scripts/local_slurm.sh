@@ -79,8 +79,14 @@ write_config() {
     if [ "$GPUS" -gt 0 ]; then
         gres_types="GresTypes=gpu"
         node_gres="Gres=gpu:$GPUS"
-        # a count without device files: nothing to bind, the slots are only scheduled
-        printf '%s\nNodeName=%s Name=gpu Count=%s\n' "$MARK" "$host" "$GPUS" >"$CONF_DIR/gres.conf"
+        # SLURM keeps a GPU only with a device file: give each slot a node with /dev/null's
+        # numbers (nothing binds it without cgroups; the slots are only scheduled)
+        mkdir -p "$DIR/dev"
+        local i
+        for i in $(seq 0 $((GPUS - 1))); do
+            [ -c "$DIR/dev/gpu$i" ] || mknod "$DIR/dev/gpu$i" c 1 3
+        done
+        printf '%s\nNodeName=%s Name=gpu File=%s\n' "$MARK" "$host" "$DIR/dev/gpu[0-$((GPUS - 1))]" >"$CONF_DIR/gres.conf"
     else
         rm -f "$CONF_DIR/gres.conf"
     fi
@@ -138,7 +144,7 @@ start() {
     fi
     write_config
     start_munge
-    slurmctld
+    slurmctld -c       # a fresh state: no node drained or job left by an earlier run
     slurmd
     local i
     for i in $(seq 1 100); do                  # up to ~30 s; it usually takes under a second
@@ -155,8 +161,7 @@ start() {
 
 wait_gone() {   # wait_gone <pid file>: until the process it names has ended (up to ~15 s)
     local pid i
-    [ -f "$1" ] || return 0
-    pid=$(cat "$1")
+    pid=$(cat "$1" 2>/dev/null) || return 0     # gone already (the daemons remove their pid file)
     for i in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
         sleep 0.3
@@ -169,13 +174,17 @@ stop() {
     need_root
     if is_up; then
         scontrol shutdown >/dev/null        # slurmctld and every slurmd
-    elif [ -f "$DIR/run/slurmd.pid" ]; then
-        kill "$(cat "$DIR/run/slurmd.pid")" 2>/dev/null || true
+    else                                    # slurmctld down: end what is left, by its pid file
+        local f
+        for f in "$DIR/run/slurmctld.pid" "$DIR/run/slurmd.pid"; do
+            kill "$(cat "$f" 2>/dev/null)" 2>/dev/null || true
+        done
     fi
     wait_gone "$DIR/run/slurmctld.pid"
     wait_gone "$DIR/run/slurmd.pid"
-    if [ -f "$MUNGE_PID" ]; then
-        kill "$(cat "$MUNGE_PID")" 2>/dev/null || true
+    local pid
+    if pid=$(cat "$MUNGE_PID" 2>/dev/null); then
+        kill "$pid" 2>/dev/null || true
         wait_gone "$MUNGE_PID"
     fi
     say "stopped"

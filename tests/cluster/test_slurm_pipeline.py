@@ -111,10 +111,18 @@ def _outputs(root: Path) -> dict[str, bytes]:
 
 def test_training_and_evaluation_run_as_slurm_jobs_with_local_results(prepared):
     local, on_slurm, p = prepared
-    _run([str(BIN / "snakemake"), "-c2", "make_report"], local)
-    # the README's command; the plugin's first status check after 2 s rather than 40 (a tiny run)
-    out = _run([str(BIN / "snakemake"), "--profile", "workflow/profiles/slurm", "make_report",
-                "--slurm-init-seconds-before-status-checks", "2"], on_slurm)
+    # the README's command; the plugin's first status check after 2 s rather than 40 (a tiny run).
+    # The local run goes meanwhile: it fills the time the plugin waits between status checks.
+    cluster_run = subprocess.Popen(
+        [str(BIN / "snakemake"), "--profile", "workflow/profiles/slurm", "make_report",
+         "--slurm-init-seconds-before-status-checks", "2"],
+        cwd=on_slurm, env=_env(on_slurm), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _run([str(BIN / "snakemake"), "-c2", "make_report"], local)
+        out, _ = cluster_run.communicate(timeout=600)
+    finally:
+        cluster_run.kill()
+    assert cluster_run.returncode == 0, f"the cluster run exited {cluster_run.returncode}:\n{out[-6000:]}"
 
     submitted = SUBMITTED.findall(out)
     # training and evaluation went to SLURM; make_report (a local rule) did not
