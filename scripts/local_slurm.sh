@@ -121,7 +121,8 @@ EOF
 }
 
 start_munge() {
-    if [ -f "$MUNGE_PID" ] && kill -0 "$(cat "$MUNGE_PID")" 2>/dev/null; then
+    local pid
+    if pid=$(cat "$MUNGE_PID" 2>/dev/null) && running "$pid"; then
         return 0
     fi
     if [ ! -s /etc/munge/munge.key ]; then
@@ -159,33 +160,40 @@ start() {
     die "the node did not become idle (logs in $DIR/log)"
 }
 
-wait_gone() {   # wait_gone <pid file>: until the process it names has ended (up to ~15 s)
-    local pid i
-    pid=$(cat "$1" 2>/dev/null) || return 0     # gone already (the daemons remove their pid file)
+running() {   # running <pid>: the process exists and has not ended (a zombie has)
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+wait_gone() {   # wait_gone <name> <pid>: until the process has ended (up to ~15 s, then TERM)
+    local i
     for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$1"; return 0; }
+        running "$2" || return 0
         sleep 0.3
     done
-    say "process $pid ($1) still running after shutdown: sending TERM"
-    kill "$pid" 2>/dev/null || true
+    say "$1 (pid $2) still running after shutdown: sending TERM"
+    kill "$2" 2>/dev/null || true
 }
 
 stop() {
     need_root
+    # the daemons' pids, read first: each removes its pid file before it has finished exiting
+    local name pid ctld="" slurmd="" munged=""
+    ctld=$(cat "$DIR/run/slurmctld.pid" 2>/dev/null) || true
+    slurmd=$(cat "$DIR/run/slurmd.pid" 2>/dev/null) || true
+    munged=$(cat "$MUNGE_PID" 2>/dev/null) || true
     if is_up; then
         scontrol shutdown >/dev/null        # slurmctld and every slurmd
-    else                                    # slurmctld down: end what is left, by its pid file
-        local f
-        for f in "$DIR/run/slurmctld.pid" "$DIR/run/slurmd.pid"; do
-            kill "$(cat "$f" 2>/dev/null)" 2>/dev/null || true
-        done
+    else                                    # slurmctld down: end what is left, by its pid
+        for pid in $ctld $slurmd; do kill "$pid" 2>/dev/null || true; done
     fi
-    wait_gone "$DIR/run/slurmctld.pid"
-    wait_gone "$DIR/run/slurmd.pid"
-    local pid
-    if pid=$(cat "$MUNGE_PID" 2>/dev/null); then
-        kill "$pid" 2>/dev/null || true
-        wait_gone "$MUNGE_PID"
+    [ -z "$ctld" ] || wait_gone slurmctld "$ctld"
+    [ -z "$slurmd" ] || wait_gone slurmd "$slurmd"
+    if [ -n "$munged" ]; then               # last: slurmctld and slurmd use it until they end
+        kill "$munged" 2>/dev/null || true
+        wait_gone munged "$munged"
     fi
     say "stopped"
 }

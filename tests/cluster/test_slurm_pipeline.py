@@ -103,6 +103,15 @@ def _job_record(job_id: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
 
+def _running(pid: int) -> bool:
+    """The process exists and has not ended (a zombie, not yet reaped by its parent, has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _outputs(root: Path) -> dict[str, bytes]:
     files = [*(root / "reports/metrics").rglob("*.json"), *(root / "reports/predictions").rglob("*.parquet"),
              *(root / "reports/tables").iterdir()]
@@ -144,3 +153,21 @@ def test_training_and_evaluation_run_as_slurm_jobs_with_local_results(prepared):
     assert slurm_out.keys() == local_out.keys()
     for name, data in local_out.items():
         assert slurm_out[name] == data, f"{name} differs between the SLURM and the local run"
+
+
+def test_the_local_cluster_stops_and_starts_again(slurm_cluster):
+    """scripts/local_slurm.sh stop ends its three daemons; start brings an idle node back."""
+    conf = Path("/etc/slurm/slurm.conf")
+    if not conf.is_file() or "written by aqa scripts/local_slurm.sh" not in conf.read_text().splitlines()[0]:
+        pytest.skip("the SLURM cluster that answers is not the one of scripts/local_slurm.sh")
+    run_dir = Path(os.environ.get("AQA_SLURM_DIR", "/var/lib/aqa-slurm")) / "run"
+    pids = [int((run_dir / f"{name}.pid").read_text()) for name in ("slurmctld", "slurmd", "munged")]
+
+    subprocess.run([str(SCRIPT), "stop"], check=True)
+    assert subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 3
+    assert not [pid for pid in pids if _running(pid)]
+
+    subprocess.run([str(SCRIPT), "start"], check=True)
+    assert subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0
+    state = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, check=True).stdout
+    assert state.split() == ["idle"]
