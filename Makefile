@@ -3,8 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CLUSTER_STAMP := $(VENV)/.installed-cluster
 
-.PHONY: venv repro test test-all lint clean-outputs
+.PHONY: venv cluster-venv repro test test-slurm test-all lint clean-outputs
 
 venv: $(STAMP)
 
@@ -24,3 +25,17 @@ test: venv
 
 test-all: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "slow or not slow"
+
+# The SLURM executor plugin: the `cluster` optional group of pyproject.toml.
+cluster-venv: $(CLUSTER_STAMP)
+
+$(CLUSTER_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[cluster]'
+	touch $(CLUSTER_STAMP)
+
+# The tests marked `slurm` on a single-node SLURM of this machine (as root: the script installs
+# slurm-wlm and munge if missing), stopped again whatever the outcome. docs/CLUSTER.md.
+test-slurm: cluster-venv
+	scripts/local_slurm.sh start
+	PATH=$(CURDIR)/$(BIN):$$PATH AQA_REQUIRE_SLURM=1 $(BIN)/pytest -m slurm; \
+	  status=$$?; scripts/local_slurm.sh stop; exit $$status

@@ -16,6 +16,15 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/report.smk"
 
 
+# Small jobs run where Snakemake runs, never submitted to a cluster (fetch_i3d downloads, which
+# compute nodes often cannot). Every other rule that runs a command asks the cluster for what
+# params' `cluster` section gives its stage (aqa.cluster; docs/CLUSTER.md).
+localrules:
+    convert_annotations_dataset,
+    fetch_i3d,
+    make_report,
+
+
 rule all:
     default_target: True
     input:

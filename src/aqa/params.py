@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from aqa.cluster import thread_errors
 from aqa.errors import AqaError
 
 MAX_REPORTED = 12  # errors listed in one message; the rest are counted
@@ -160,7 +161,7 @@ def consistency_errors(params: dict[str, Any]) -> list[str]:
     gaps = params["synthesize_videos"]["gap_frames"]
     if gaps[0] > gaps[1]:
         problems.append(f"synthesize_videos.gap_frames = {gaps}: expected [min, max]")
-    return problems
+    return problems + thread_errors(params)
 
 
 def dataset_errors(params: dict[str, Any]) -> list[str]:

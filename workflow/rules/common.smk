@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from aqa.cluster import job_resources, job_threads
 from aqa.params import load_params
 
 

@@ -21,7 +21,9 @@ checkpoint synthesize_videos_dataset:
         masks=directory(RAW_MASKS),
     params:
         section=config["synthesize_videos"],
-    threads: workflow.cores
+    threads: job_threads(config, "synthesize_videos")
+    resources:
+        **job_resources(config, "synthesize_videos"),
     log:
         "logs/synthesize_videos/{dataset}.log",
     shell:
@@ -52,7 +54,9 @@ rule extract_frames_video:
     params:
         section=config["extract_frames"],
         root=FRAMES,
-    threads: workflow.cores
+    threads: job_threads(config, "extract_frames")
+    resources:
+        **job_resources(config, "extract_frames"),
     log:
         "logs/extract_frames/{dataset}/{video}.log",
     shell:

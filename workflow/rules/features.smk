@@ -27,7 +27,9 @@ rule extract_features_dataset:
         frames=lambda wildcards: frames_source(wildcards.dataset),
         dives=DIVES,
         out=FEATURES,
-    threads: workflow.cores
+    threads: job_threads(config, "extract_features")
+    resources:
+        **job_resources(config, "extract_features"),
     log:
         "logs/extract_features/{dataset}.log",
     shell:

@@ -19,7 +19,9 @@ rule train_variant:
         # read with train.backbone: finetune (the feature cache's frames and weights)
         frames=lambda wildcards: frames_source(wildcards.dataset),
         weights=f"{I3D}/kinetics400_rgb.pt",
-    threads: workflow.cores
+    threads: job_threads(config, "train")
+    resources:
+        **job_resources(config, "train"),
     log:
         "logs/train/{dataset}/{variant}.log",
     shell:
@@ -49,7 +51,9 @@ rule evaluate_variant:
         features=FEATURES,
         dives=DIVES,
         frames=lambda wildcards: frames_source(wildcards.dataset),   # read with train.backbone: finetune
-    threads: workflow.cores
+    threads: job_threads(config, "evaluate")
+    resources:
+        **job_resources(config, "evaluate"),
     log:
         "logs/evaluate/{dataset}/{name}.log",
     shell:

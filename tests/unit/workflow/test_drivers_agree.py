@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[3]
 HELPER_RULES = {"all"}
 # DVC-only stages: no data stage, they run `aqa` directly rather than a Snakemake target.
 LEDGER_STAGES = {"check_params"}
-# params sections every stage reads that are not a stage of their own
-SHARED_SECTIONS = {"datasets"}
+# params sections that are not a stage of their own: `datasets`, which every stage reads, and
+# `cluster`, which only the Snakefile reads (each job's cluster resources; aqa.cluster)
+SHARED_SECTIONS = {"datasets", "cluster"}
 
 
 def stage_of(dvc_name: str) -> str:
