@@ -1,10 +1,12 @@
-# Entry points. `make repro` = set up + run the whole pipeline; `make test` = set up + tests.
+# Entry points. `make repro` = set up + run the whole pipeline; `make test` = set up + tests;
+# `make paper` = the whole pipeline with the reference's training settings (params/paper.yaml
+# through `dvc exp run`; extra keys: make paper PAPER_ARGS="-S train.epochs=1").
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv repro test test-all lint clean-outputs
+.PHONY: venv repro paper test test-all lint clean-outputs
 
 venv: $(STAMP)
 
@@ -18,6 +20,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 repro: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+paper: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/aqa paper $(PAPER_ARGS)
 
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
