@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv repro paper test test-all lint clean-outputs
+.PHONY: venv repro paper test test-pipeline test-all lint clean-outputs
 
 venv: $(STAMP)
 
@@ -26,6 +26,11 @@ paper: venv
 
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# The tests that run the whole tiny pipeline through DVC and Snakemake (tests/e2e, the reliability
+# suite): out of `make test` for its 10-minute budget; CI runs both.
+test-pipeline: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "reliability or pipeline"
 
 test-all: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "slow or not slow"
