@@ -1,11 +1,13 @@
-# Entry points. `make repro` = set up + run the whole pipeline; `make test` = set up + tests.
+# Entry points. `make repro` = set up + run the whole pipeline; `make test` = set up + tests;
+# `make paper` = the whole pipeline with the reference's training settings (params/paper.yaml
+# through `dvc exp run`; extra keys: make paper PAPER_ARGS="-S train.epochs=1").
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLUSTER_STAMP := $(VENV)/.installed-cluster
 
-.PHONY: venv cluster-venv repro test test-slurm test-all lint clean-outputs
+.PHONY: venv cluster-venv repro paper test test-pipeline test-slurm test-all lint clean-outputs
 
 venv: $(STAMP)
 
@@ -20,8 +22,16 @@ $(STAMP): requirements.txt pyproject.toml
 repro: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
+paper: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/aqa paper $(PAPER_ARGS)
+
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest
+
+# The tests that run the whole tiny pipeline through DVC and Snakemake (tests/e2e, the reliability
+# suite): out of `make test` for its 10-minute budget; CI runs both.
+test-pipeline: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "reliability or pipeline"
 
 test-all: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest -m "slow or not slow"

@@ -89,7 +89,8 @@ def main() -> None:
     Stages, in order: synthesize-videos, extract-frames, convert-annotations, fetch-i3d,
     extract-features, train, evaluate, make-report. `dvc repro` or `snakemake -c2 <stage>`
     run them with the paths of the pipeline; run them by hand with explicit paths.
-    `check-params` validates params.yaml alone (the DVC stage before all others).
+    `check-params` validates params.yaml alone (the DVC stage before all others); `paper` runs
+    the whole pipeline with the reference's training settings (params/paper.yaml).
     """
 
 
@@ -247,6 +248,25 @@ def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
 
     params = load_params(params_path)
     make_report(metrics_dir=metrics_dir, tables_dir=tables_dir, params=params)
+
+
+@main.command("paper")
+@_params_option
+@_log_option
+@click.option("--overlay", "overlay_path", type=PATH, default="params/paper.yaml", show_default=True,
+              help="Params overlay: the keys it sets replace params.yaml's for this run.")
+@click.option("-S", "--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Also set this key (YAML value), after the overlay; repeat for several.")
+@click.option("--name", default=None, help="Name of the DVC experiment (default: DVC's).")
+@click.option("--dry-run", is_flag=True, help="Print the dvc exp run command instead of running it.")
+def paper_cmd(params_path, log_file, overlay_path, sets, name, dry_run):
+    """Run the whole pipeline with the reference's training settings (docs/TRAINING.md, "Paper
+    mode"): params.yaml + the overlay (+ --set) through `dvc exp run --set-param`, validated first."""
+    from aqa.paper import run_paper
+
+    code = run_paper(params_path, overlay_path, list(sets), name=name, dry_run=dry_run)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 from aqa.data.datasets import MTL_AQA, dataset_spec
 from aqa.report.published import FINEPARSER_MTL_AQA, Published
-from aqa.report.tables import PROTOCOLS, Table, ours_cell, published_cell
+from aqa.report.tables import PROTOCOLS, Table, both_protocols, ours_cell, published_cell
 
 NAME = "mtl_aqa"
 MODES = (("nodn", "w/o DD"), ("dn", "w/ DD"))
@@ -77,10 +77,9 @@ def _caption(used: list[dict], params: dict[str, Any]) -> str:
         text += f" (rendered by synthesize_videos for {what}, not the real MTL-AQA videos)"
     seeds = sorted({s for m in used for s in m.get("seeds", [])}) or list(params["train"]["seeds"])
     return (f"Comparison on MTL-AQA. Ours: {text} footage; mean ± std over {len(seeds)} seed(s) "
-            f"({', '.join(map(str, seeds))}); protocols: paper = best value of each metric over epochs on "
-            "test, each metric independently (the reference code's reporting); honest = best-validation "
-            "checkpoint evaluated once on test. Columns: w/o DD = ours in exemplar mode nodn, w/ DD = ours "
-            f"in mode dn (exemplars of the same dive number; docs/METHODS.md). {SOURCES}. R-l2 x 100. "
+            f"({', '.join(map(str, seeds))}); {both_protocols(params)}. Columns: w/o DD = ours in "
+            "exemplar mode nodn, w/ DD = ours in mode dn (exemplars of the same dive number; "
+            f"docs/METHODS.md). {SOURCES}. R-l2 x 100. "
             "not run: params.yaml does not train that variant on MTL-AQA (datasets.variants.mtl_aqa); "
             "not applicable: the method needs annotations MTL-AQA lacks; –: not reported.")
 

@@ -5,8 +5,9 @@ exemplar mode the current params train on FineDiving (other files in the folder 
 writes `finediving_table{2,3,4}.{md,csv,tex}`; the MTL-AQA table comes from aqa.report.mtl_aqa.
 Each of our cells is mean ± std over seeds, for both protocols: "paper" (best value of each
 metric over epochs on test, as the reference code reports) and "honest" (best-validation
-checkpoint evaluated once on test). A method or mode the params do not train is shown as "not
-run", beside its published numbers.
+checkpoint evaluated once on test; the last epoch's model when params carve no validation
+split). A method or mode the params do not train is shown as "not run", beside its published
+numbers.
 
 Every metrics file must follow from the current params: its recorded params digest is
 recomputed (aqa.provenance.evaluate_params) and a file made from other params, a missing file,
@@ -46,8 +47,7 @@ TABLE2_NOTES = (
     "so its two columns are the same model trained twice; CoRe w/o DN compares raw scores with any "
     "exemplar, w/ DN score / DD with exemplars of the same dive number. "
     "I3D+MLP is not in Xu et al. 2022 (FineParser's Table 1 lists it on FineDiving-HM, another "
-    "setting): no published number beside it. The baselines train on the frozen cached I3D "
-    "features; their sources fine-tune I3D.")
+    "setting): no published number beside it.")
 TABLE3_ROWS = (("fr", "F+R"), ("fr_asym", "F+R*"), ("fr_dn", "F+R#"), ("fsr", "F+S+R"), ("tsa", "TSA"),
                ("tsa_dagger", "TSA-dagger"))
 # Rows measured with ground-truth transitions at test: the "gt_transitions" block of the base
@@ -208,8 +208,23 @@ def _caption(title: str, used: list[dict], params: dict[str, Any], protocols: st
             "applicable or not reported.")
 
 
-_BOTH = ("protocols: paper = best value of each metric over epochs on test, each metric independently "
-         "(the reference code's reporting); honest = best-validation checkpoint evaluated once on test")
+def honest_text(params: dict[str, Any]) -> str:
+    """What the honest protocol's model is: with no validation split (paper mode: every training
+    dive in the pool) it is the last epoch's, selected on nothing."""
+    if params["train"]["validation_fraction"] > 0:
+        return "best-validation checkpoint"
+    return "last epoch's model (no validation split: train.validation_fraction 0, every training dive trains)"
+
+
+def both_protocols(params: dict[str, Any]) -> str:
+    return ("protocols: paper = best value of each metric over epochs on test, each metric independently "
+            f"(the reference code's reporting); honest = {honest_text(params)} evaluated once on test")
+
+
+def backbone_note(params: dict[str, Any]) -> str:
+    if params["train"].get("backbone", "cached") == "finetune":
+        return "The baselines fine-tune I3D with their heads, as their sources do."
+    return "The baselines train on the frozen cached I3D features; their sources fine-tune I3D."
 
 
 def _method_table(name: str, methods, keys: tuple[str, ...], metrics, params) -> Table:
@@ -226,12 +241,12 @@ def _method_table(name: str, methods, keys: tuple[str, ...], metrics, params) ->
             rows.append([label, plabel] + [NA if method in GT_VARIANTS and k in PERCENT and results[mode]
                                            else ours_cell(results[mode], protocol, k)
                                            for mode, _ in MODES for k in keys])
-    return Table(name, _caption(TITLES[name], used, params, _BOTH), header, rows)
+    return Table(name, _caption(TITLES[name], used, params, both_protocols(params)), header, rows)
 
 
 def table2(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
     table = _method_table("finediving_table2", TABLE2_ROWS, ("rho", "rl2_x100"), metrics, params)
-    table.caption += " " + TABLE2_NOTES
+    table.caption += " " + TABLE2_NOTES + " " + backbone_note(params)
     return table
 
 
@@ -268,7 +283,7 @@ def table4(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
         by_m = None if result is None else result.get("by_num_exemplars", {}).get(str(m))
         rows.append([str(m), "ours, honest"] + [ours_cell(by_m, "honest", k) if by_m is not None else NOT_RUN
                                                 for k in keys])
-    protocols = ("protocol: honest only (best-validation checkpoint evaluated once on test with the first "
+    protocols = (f"protocol: honest only ({honest_text(params)} evaluated once on test with the first "
                  "M of each dive's exemplars); the paper protocol (best over epochs) is measured at the "
                  "main M only")
     return Table("finediving_table4", _caption(table4_title(params), [result] if result else [],
