@@ -106,17 +106,17 @@ def _exemplar_rows(data: DiveData, row: int, pool: np.ndarray, mode: str, count:
 
 
 def score_pairwise(model, data: DiveData, row: int, ex: np.ndarray, batch_size: int) -> dict[str, Any]:
-    """Evaluate's vote of the new dive over exemplar rows `ex` (M,), with the per-step account."""
-    votes = vote(model, data, np.array([row]), ex[None, :], batch_size=batch_size)
-    per_ex = votes.per_exemplar[0]                                        # (M,) delta + exemplar score
-    out: dict[str, Any] = {"predicted": float(votes.pred[0]), "per_exemplar": per_ex,
-                           "pred_transitions": None if votes.pred_transitions is None else votes.pred_transitions[0],
-                           "contributions": None}
+    """Evaluate's vote of the new dive over exemplar rows `ex` (M,), with the per-step account;
+    each dive encoded once for both."""
+    enc = encode_rows(model, data, np.concatenate([[row], ex]), ("pred",), batch_size=batch_size)["pred"]
+    votes = vote(model, data, np.array([row]), ex[None, :], batch_size=batch_size, encoded=enc)
+    contributions = None
     if supports_step_account(model):
-        enc = encode_rows(model, data, np.concatenate([[row], ex]), ("pred",), batch_size=batch_size)["pred"]
         q = enc.take(np.full(ex.size, row))
-        out["contributions"] = step_contributions(model, q, enc.take(ex)).float().cpu().numpy()  # (M, 3)
-    return out
+        contributions = step_contributions(model, q, enc.take(ex)).float().cpu().numpy()   # (M, 3)
+    return {"predicted": float(votes.pred[0]), "per_exemplar": votes.per_exemplar[0],   # (M,) delta + exemplar score
+            "pred_transitions": None if votes.pred_transitions is None else votes.pred_transitions[0],
+            "contributions": contributions}
 
 
 def score_dive(clip_path: Path, *, dive_number: str, model_dir: Path, features_dir: Path, dives_parquet: Path,
@@ -142,8 +142,9 @@ def score_dive(clip_path: Path, *, dive_number: str, model_dir: Path, features_d
     with tempfile.TemporaryDirectory(prefix="aqa-score-") as work:
         clip = open_clip(clip_path, Path(work), height=int(frames_cfg["height"]),
                          jpeg_quality=int(frames_cfg["jpeg_quality"]), min_frames=int(protocol["snippet_length"]))
-        log.info("%s: %d frames (%d..%d); %s seed %d (best validation rho %s)", clip_path, clip.num_frames,
-                 clip.first, clip.last, config["variant"], trained.seed, trained.val_rho)
+        log.info("%s: %d frames (%d..%d); %s seed %d (validation rho %s)", clip_path, clip.num_frames, clip.first,
+                 clip.last, config["variant"], trained.seed,
+                 "n/a" if trained.val_rho is None else f"{trained.val_rho:.3f}")
         pooled, maps = clip_features(clip, cache.manifest, cache.root, Path(weights_path), device, progress)
         data, row = with_new_dive(data, pooled[:1], maps[:1], key=f"clip/{clip.digest()[:16]}", action=action,
                                   difficulty=dd, judges=judges)
