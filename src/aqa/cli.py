@@ -257,7 +257,7 @@ def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
               "the dive number, when it has one only].")
 @click.option("--judges", type=click.Choice(["3", "5", "7"]), default="7", show_default=True,
               help="Panel size (MUSDL assembles its score from that many judges).")
-@click.option("--exemplars", "num_exemplars", type=int, default=None,
+@click.option("--exemplars", "num_exemplars", type=click.IntRange(min=1), default=None,
               help="Exemplars to vote over [default: the model's evaluate.num_exemplars].")
 @click.option("--features", "features_dir", type=PATH, default=None, help="Feature cache the model was trained on "
               "[default: data/processed/features/<dataset>/i3d beside the model's models/ folder].")
