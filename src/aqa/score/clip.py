@@ -2,7 +2,8 @@
 folder of frames used as they are (as the pipeline uses real FineDiving frames).
 
 A clip's frames are numbered by the clip itself: 0 .. n-1 for a video (the first decoded frame
-is 0), the file names' numbers for a folder (<n>.jpg, consecutive, as extract_features requires).
+is 0), the file names' numbers for a folder (<frame:05d>.jpg, consecutive, as extract_features
+requires).
 """
 
 from __future__ import annotations
