@@ -91,6 +91,7 @@ def main() -> None:
     run them with the paths of the pipeline; run them by hand with explicit paths.
     `check-params` validates params.yaml alone (the DVC stage before all others); `paper` runs
     the whole pipeline with the reference's training settings (params/paper.yaml).
+    `score` scores a new dive with a trained variant (docs/SCORING.md).
     """
 
 
@@ -267,6 +268,56 @@ def paper_cmd(params_path, log_file, overlay_path, sets, name, dry_run):
     code = run_paper(params_path, overlay_path, list(sets), name=name, dry_run=dry_run)
     if code:
         raise click.exceptions.Exit(code)
+
+
+@main.command("score")
+@_params_option
+@_log_option
+@click.argument("clip", type=PATH)
+@click.option("--dive-number", required=True, help="The dive's number (action type), e.g. 107B; must be in the "
+              "model's training pool.")
+@click.option("--model", "model_dir", type=PATH, required=True,
+              help="Trained variant folder, models/<dataset>/<variant>-<mode> (e.g. models/finediving/tsa-dn).")
+@click.option("--seed", type=int, default=None, help="Which trained seed scores [default: the seed with the best "
+              "validation rho].")
+@click.option("--difficulty", type=float, default=None, help="The dive's DD [default: the training pool's DD of "
+              "the dive number, when it has one only].")
+@click.option("--judges", type=click.Choice(["3", "5", "7"]), default="7", show_default=True,
+              help="Panel size (MUSDL assembles its score from that many judges).")
+@click.option("--exemplars", "num_exemplars", type=click.IntRange(min=1), default=None,
+              help="Exemplars to vote over [default: the model's evaluate.num_exemplars].")
+@click.option("--features", "features_dir", type=PATH, default=None, help="Feature cache the model was trained on "
+              "[default: data/processed/features/<dataset>/i3d beside the model's models/ folder].")
+@click.option("--annotations", "dives_parquet", type=PATH, default=None,
+              help="dives.parquet the model was trained on [default: data/processed/annotations/<dataset>/].")
+@click.option("--weights", "weights_path", type=PATH, default=None,
+              help="I3D weights of the cache [default: data/external/i3d/kinetics400_rgb.pt].")
+@click.option("--json", "json_path", type=PATH, default=None, help="Also write the result as JSON here.")
+@click.option("--figure", "figure_path", type=PATH, default=None,
+              help="Draw the dive's timeline with the predicted steps and a few frames (PNG, SVG, PDF by suffix).")
+def score_cmd(params_path, log_file, clip, dive_number, model_dir, seed, difficulty, judges, num_exemplars,
+              features_dir, dives_parquet, weights_path, json_path, figure_path):
+    """Score one new dive: CLIP is a video file of the dive alone, or a folder of its frames
+    (<frame:05d>.jpg). Runs the pipeline's protocol (frames, 96-frame sampling, I3D as the
+    model's feature cache was made, the model; pairwise methods vote over exemplars of the same
+    dive number from the training pool, as evaluate does) and prints the predicted score with its
+    spread over the exemplars, the predicted take-off / flight / entry frames (F+S+R, TSA), the
+    per-step account (F+S+R, TSA) and the exemplars with their true scores."""
+    from aqa.score import score_dive
+    from aqa.score.model import pipeline_inputs
+    from aqa.score.report import format_result, write_json
+
+    frames_cfg = load_params(params_path, "extract_frames")
+    default = pipeline_inputs(model_dir)
+    result = score_dive(clip, dive_number=dive_number, model_dir=model_dir,
+                        features_dir=features_dir or default["features"],
+                        dives_parquet=dives_parquet or default["annotations"],
+                        weights_path=weights_path or default["weights"], frames_cfg=frames_cfg, seed=seed,
+                        difficulty=difficulty, judges=int(judges), num_exemplars=num_exemplars,
+                        figure_path=figure_path)
+    click.echo(format_result(result))
+    if json_path is not None:
+        write_json(result, json_path)
 
 
 if __name__ == "__main__":
