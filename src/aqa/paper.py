@@ -13,6 +13,7 @@ that DVC reads back exactly the value the overlay holds (a test applies them wit
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import shlex
@@ -104,8 +105,6 @@ def resolve(params: dict[str, Any], overlay: dict[str, Any], sets: list[tuple[st
     names every method's source settings, a params file may train fewer. A --set key must exist,
     or add a setting inside an existing variant (e.g. a variant's own `train.epochs`).
     """
-    import copy
-
     overrides: dict[str, Any] = {}
     for key, value in flatten(overlay).items():
         variant = _variant_of(key)
@@ -184,6 +183,9 @@ def run_paper(params_path: str | Path, overlay_path: str | Path, sets: list[str]
     """Validate params.yaml + overlay + sets, then run `dvc exp run` with them; its exit status."""
     from aqa.params import load_params
 
+    if Path(params_path).resolve() != Path("params.yaml").resolve():
+        raise OverlayError(f"--params {params_path}: dvc exp run sets the values in the DVC project's params.yaml "
+                           "(run from the project's folder)")
     params = load_params(params_path)
     overlay = read_overlay(overlay_path)
     overrides, _ = resolve(params, overlay, [parse_set(s) for s in sets], str(overlay_path))

@@ -121,6 +121,11 @@ def test_the_command_asks_dvc_for_the_fine_tuned_backbone(tmp_path):
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("aqa paper: error: params.yaml + params/paper.yaml: train.epochs: 0")
 
+    shutil.copy(REPO / "params.yaml", tmp_path / "other.yaml")   # DVC would set params.yaml, not this
+    other = subprocess.run([str(AQA), "paper", "--dry-run", "--params", "other.yaml"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 1 and other.stderr.startswith("aqa paper: error: --params other.yaml: dvc exp run")
+
 
 def test_the_tables_say_what_honest_means_without_a_validation_split(repo_params):
     assert "honest = best-validation checkpoint evaluated once" in both_protocols(repo_params)
