@@ -137,9 +137,10 @@ class Tracker:
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
-        # the module globals, not get_*_uri(): those resolve an unset URI to a default, and
-        # setting that back would pin the caller to it
+        # restored as they were: the module globals (get_*_uri() would resolve an unset URI to a
+        # default and pin the caller to it) and the environment variables set_*_uri() also sets
         previous = tracking_utils._tracking_uri, registry_utils._registry_uri
+        env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         try:
@@ -147,6 +148,11 @@ class Tracker:
                 yield
         finally:
             tracking_utils._tracking_uri, registry_utils._registry_uri = previous
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def start(self, run_name: str, *, params: Mapping[str, Any], tags: Mapping[str, str],
               run_id: str | None = None, parent_run_id: str | None = None) -> str:

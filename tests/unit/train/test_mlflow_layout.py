@@ -5,6 +5,7 @@ re-evaluation that updates runs rather than adding them. All against a real sqli
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 
@@ -87,27 +88,24 @@ def test_logged_model_loads_and_predicts_as_the_checkpoint(store, variant, monke
     data = load_dive_data(store["dives"], store["cache"], torch.device("cpu"))
     _, _, test = split_rows(data, store["params"]["train"])
     monkeypatch.chdir(store["root"])   # artefact paths are relative to the store's folder (the project root)
-    mlflow.set_tracking_uri(store["uri"])
-    try:
-        for run in _runs(store["uri"], **{ROLE: "train", "variant": variant}):
-            model_id = run.data.tags["aqa.model_id"]
-            loaded = mlflow.pytorch.load_model(f"models:/{model_id}").eval()
-            ours = _checkpoint_model(store["root"] / "m" / variant / f"seed{run.data.tags['seed']}" / "best_val.pt")
-            info = mlflow.models.get_model_info(f"models:/{model_id}")
-            names = {s.name for s in info.signature.inputs.inputs}
-            with torch.no_grad():
-                if variant == "fr-dn":
-                    q, e = data.batch(test[:4], with_maps=False), data.batch(test[4:8], with_maps=False)
-                    got, want = loaded(q, e)["delta"], ours(q, e)["delta"]
-                    assert {"query.pooled", "exemplar.pooled", "query.action"} <= names
-                else:
-                    batch = data.batch(test[:4], with_maps=False)
-                    got, want = loaded.predict(loaded(batch)), ours.predict(ours(batch))
-                    assert {"pooled", "difficulty"} <= names
-            torch.testing.assert_close(got, want)
-            assert info.signature.outputs is not None
-    finally:
-        mlflow.set_tracking_uri(None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    for run in _runs(store["uri"], **{ROLE: "train", "variant": variant}):
+        model_id = run.data.tags["aqa.model_id"]
+        loaded = mlflow.pytorch.load_model(f"models:/{model_id}").eval()
+        ours = _checkpoint_model(store["root"] / "m" / variant / f"seed{run.data.tags['seed']}" / "best_val.pt")
+        info = mlflow.models.get_model_info(f"models:/{model_id}")
+        names = {s.name for s in info.signature.inputs.inputs}
+        with torch.no_grad():
+            if variant == "fr-dn":
+                q, e = data.batch(test[:4], with_maps=False), data.batch(test[4:8], with_maps=False)
+                got, want = loaded(q, e)["delta"], ours(q, e)["delta"]
+                assert {"query.pooled", "exemplar.pooled", "query.action"} <= names
+            else:
+                batch = data.batch(test[:4], with_maps=False)
+                got, want = loaded.predict(loaded(batch)), ours.predict(ours(batch))
+                assert {"pooled", "difficulty"} <= names
+        torch.testing.assert_close(got, want)
+        assert info.signature.outputs is not None
 
 
 def test_best_seed_is_registered_under_the_dataset_qualified_name(store):
@@ -173,12 +171,28 @@ def test_artifacts_are_relative_to_the_store_and_survive_a_move(store, tmp_path,
     uri = f"sqlite:///{moved}/mlflow.db"
     monkeypatch.chdir(moved)    # `mlflow ui` is started in the project's root
     run = _runs(uri, **{ROLE: "train", "variant": "musdl-nodn"})[0]
-    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     try:
         shutil.rmtree(store["root"] / "mlartifacts")    # the original is gone: only the copy can serve
         model = mlflow.pytorch.load_model(f"models:/{run.data.tags['aqa.model_id']}")
         assert model.method == "musdl"
+        registered = mlflow.pytorch.load_model("models:/finediving.musdl-nodn/latest")   # as the README says
+        assert registered.method == "musdl"
         assert "history.json" in {f.path for f in MlflowClient(uri).list_artifacts(run.info.run_id)}
     finally:
-        mlflow.set_tracking_uri(None)
         shutil.copytree(moved / "mlartifacts", store["root"] / "mlartifacts")
+
+
+def test_fluent_calls_leave_the_global_uris_as_they_were(tmp_path, monkeypatch):
+    from aqa.train.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    default = mlflow.get_tracking_uri()
+    tracker = Tracker(sqlite_store(tmp_path), "finediving")
+    with tracker.fluent():
+        assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == tracker.uri
+    assert mlflow.get_tracking_uri() == default
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
