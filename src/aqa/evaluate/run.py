@@ -28,12 +28,13 @@ from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, vo
 from aqa.io import atomic_path, write_json_atomic
 from aqa.models.registry import is_pairwise as is_pairwise_method
 from aqa.provenance import EVALUATE_CODE, code_fingerprint, footage, metrics_provenance, sha256_file
-from aqa.train.checkpoint import CheckpointError, git_commit, load_checkpoint, read_run_info
+from aqa.train.checkpoint import CheckpointError, load_checkpoint, read_run_info
 from aqa.train.data import DiveData
 from aqa.train.loop import build, resolve_device
 from aqa.train.resume import BEST as BEST_VAL, HISTORY, stale_reason, training_inputs
 from aqa.train.run import VariantSpec, dataset_name, load_data, parse_variant, seed_run, split_rows
-from aqa.train.tracking import Tracker
+from aqa.train.mlflow_model import register_best, registered_name
+from aqa.train.tracking import ROLE, Tracker, source_tags
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     tracker = Tracker(tracking_uri, dataset)
     direct = not is_pairwise_method(spec.method)
     per_seed, gt_seeds = [], []
+    source = source_tags(f"aqa evaluate {spec.name}")
     for seed, seed_dir in seed_dirs.items():
         res = evaluate_seed(data, trained[seed], mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)
         history = histories[seed]
@@ -234,7 +236,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         if res.gt is not None:
             gt_seeds.append({"seed": seed, "honest": res.gt, "paper": paper_metrics(history, "test_gt")})
         _track(tracker, spec.name, seed, entry, gt_seeds[-1] if res.gt is not None else None, pred_path,
-               read_run_info(seed_dir).get("mlflow_run_id"), eval_cfg, data)
+               read_run_info(seed_dir).get("mlflow_run_id"), eval_cfg, data, source)
         log.info("%s seed %d: honest rho %.4f, paper rho %.4f", variant, seed, entry["honest"]["rho"],
                  entry["paper"].get("rho", float("nan")))
     result = {
@@ -265,24 +267,64 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     result["provenance"] = metrics_provenance(params, spec.base, spec.mode, dataset, inputs=inputs, models=models)
     result = _clean(result)
     write_json_atomic(metrics_path, result)
+    _track_variant(tracker, spec, result, trained, {s: read_run_info(d).get("mlflow_run_id") for s, d in seed_dirs.items()},
+                   source)
     return result
 
 
 def _track(tracker: Tracker, variant: str, seed: int, entry: dict[str, Any], gt: dict[str, Any] | None,
-           pred_path: Path, train_run_id: str | None, eval_cfg: dict[str, Any], data: DiveData) -> None:
-    """An evaluation run nested under the seed's training run (its id from the side file run.json)."""
-    tags = {"git_commit": git_commit(), "dvc_stage": f"evaluate@{variant}", "feature_fingerprint": data.fingerprint,
-            "annotations_sha256": data.annotations_digest, "variant": variant, "seed": str(seed),
-            "protocol": "honest+paper"}
-    run_id = tracker.start(f"{variant}-seed{seed}-eval", params={"evaluate": eval_cfg, "variant": variant},
-                           tags=tags, parent_run_id=train_run_id)
+           pred_path: Path, train_run_id: str | None, eval_cfg: dict[str, Any], data: DiveData,
+           source: dict[str, str]) -> None:
+    """The seed's evaluation run, nested under its training run (its id from the side file
+    run.json); re-evaluating updates that run (found by its tags) rather than adding one."""
+    key = {ROLE: "evaluation", "variant": variant, "seed": str(seed)}
+    tags = {"dvc_stage": f"evaluate@{variant}", "feature_fingerprint": data.fingerprint,
+            "annotations_sha256": data.annotations_digest, "protocol": "honest+paper", **source}
+    run_id = tracker.reuse_or_start(f"{variant}-seed{seed}-eval", key=key, tags=tags, parent_run_id=train_run_id,
+                                    params={"evaluate": eval_cfg, "variant": variant})
+    tracker.log_metrics(run_id, _protocol_metrics(entry, gt))
+    tracker.log_artifact(run_id, pred_path)
+    tracker.finish(run_id)
+
+
+def _protocol_metrics(entry: dict[str, Any], gt: dict[str, Any] | None) -> dict[str, float]:
+    """honest_<m>, paper_<m>, honest_M<k>_<m>, gt_honest_<m>, gt_paper_<m> of one seed's (or the
+    summary's) blocks."""
     metrics = {f"honest_{k}": v for k, v in entry["honest"].items()}
     metrics.update({f"paper_{k}": v for k, v in entry["paper"].items()})
     for m, v in entry.get("by_num_exemplars", {}).items():
-        metrics.update({f"honest_M{m}_{k}": x for k, x in v.items()})
+        metrics.update({f"honest_M{m}_{k}": x for k, x in v.get("honest", v).items()})
     if gt is not None:
         for protocol in ("honest", "paper"):
             metrics.update({f"gt_{protocol}_{k}": v for k, v in gt[protocol].items()})
-    tracker.log_metrics(run_id, metrics)
-    tracker.log_artifact(run_id, pred_path)
-    tracker.finish(run_id)
+    return metrics
+
+
+def best_seed(trained: dict[int, dict[str, Any]]) -> int:
+    """The seed the honest protocol would pick: the highest validation rho of its best-validation
+    checkpoint (the first listed seed on a tie, or when there is no validation split)."""
+    def val_rho(seed: int) -> float:
+        rho = (trained[seed].get("val") or {}).get("rho")
+        return -math.inf if rho is None or math.isnan(rho) else float(rho)
+
+    return max(trained, key=val_rho)   # max keeps the first of equal values
+
+
+def _track_variant(tracker: Tracker, spec: VariantSpec, result: dict[str, Any], trained: dict[int, dict[str, Any]],
+                   train_runs: dict[int, str | None], source: dict[str, str]) -> None:
+    """The variant's parent run: each metric's mean and std over seeds (`<metric>_mean`, `_std`),
+    and the best seed's model registered as <dataset>.<variant>."""
+    parent = tracker.variant_run(spec.name, {"method": spec.method, "exemplar_mode": spec.mode, **source})
+    metrics = {}
+    for name, value in _protocol_metrics(result, result.get("gt_transitions")).items():
+        if isinstance(value, dict):
+            metrics.update({f"{name}_{stat}": v for stat, v in value.items()})
+    tracker.log_metrics(parent, metrics)
+    seed = best_seed(trained)
+    tags = {"best_seed": seed, "best_seed_val_rho": (trained[seed].get("val") or {}).get("rho")}
+    tracker.set_tags(parent, {f"aqa.{k}": v for k, v in tags.items()})
+    if train_runs.get(seed):
+        name = registered_name(result["dataset"], spec.name)
+        version = register_best(tracker, name, train_runs[seed], {**tags, "selection": "highest validation rho"})
+        if version is not None:
+            tracker.set_tags(parent, {"aqa.registered_model": f"{name}/{version}"})

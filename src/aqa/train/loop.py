@@ -26,8 +26,8 @@ from aqa.evaluate.voting import amp_dtype, autocast_for, evaluate_rows, shared_e
 from aqa.io import write_json_atomic
 from aqa.models.batchnorm import set_batchnorm_mode
 from aqa.provenance import sha256_json, training_section
-from aqa.train.checkpoint import (ensure_writable, git_commit, read_run_info, rng_states, save_checkpoint,
-                                  seed_everything, set_rng_states, write_run_info)
+from aqa.train.checkpoint import (ensure_writable, git_commit, load_checkpoint, read_run_info, rng_states,
+                                  save_checkpoint, seed_everything, set_rng_states, write_run_info)
 from aqa.train.data import DiveData, uses_maps
 from aqa.train.distributed import SINGLE, Ranks
 from aqa.train.exemplars import epoch_rng, sample_train_exemplars
@@ -303,22 +303,27 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         log.info("%s seed %d epoch %d: loss %.4g, val rho %s, test rho %s", run.variant, run.seed, epoch,
                  losses.get("loss", float("nan")), record["val"].get("rho"), record["test"].get("rho"))
         if finished and tracker is not None:
-            _finish_run(tracker, run_id, history, seed_dir)
+            _finish_run(tracker, run_id, history, seed_dir, data, test_rows)
     return ranks.broadcast(history)
 
 
 def _open_run(run: SeedRun, config: dict[str, Any], data: DiveData, tracker: Tracker | None, seed_dir: Path,
               info: dict[str, Any]) -> None:
-    """Start (or continue, when `info` names one) the seed's MLflow run; record it in run.json
-    before the first epoch, so that a killed job's resume finds it."""
-    info["git_commit"] = commit = git_commit()
-    tags = {"git_commit": commit, "dvc_stage": f"train@{run.variant}", "feature_fingerprint": data.fingerprint,
+    """Start (or continue, when `info` names one) the seed's MLflow run, a child of the variant's
+    run; record it in run.json before the first epoch, so that a killed job's resume finds it."""
+    info["git_commit"] = git_commit()
+    tags = {"dvc_stage": f"train@{run.variant}", "feature_fingerprint": data.fingerprint,
             "annotations_sha256": data.annotations_digest, "variant": run.variant, "seed": str(run.seed),
             "method": run.method, "exemplar_mode": run.mode, **run.tags}
     if tracker is not None:
+        from aqa.train.tracking import ROLE, source_tags
+
+        source = source_tags(f"aqa train {run.variant}")
+        parent = tracker.variant_run(run.variant, {"method": run.method, "exemplar_mode": run.mode, **source})
         previous_id = info["mlflow_run_id"]
         info["mlflow_run_id"] = tracker.start(f"{run.variant}-seed{run.seed}", params=_tracked_params(config),
-                                              tags=tags, run_id=previous_id)
+                                              tags={**tags, **source, ROLE: "train"}, run_id=previous_id,
+                                              parent_run_id=parent)
         if info["mlflow_run_id"] != previous_id:
             write_json_atomic(seed_dir / "config.json", config)
             tracker.log_artifact(info["mlflow_run_id"], seed_dir / "config.json")
@@ -339,8 +344,12 @@ def _epoch_metrics(record: dict[str, Any], seconds: dict[str, float]) -> dict[st
     return out
 
 
-def _finish_run(tracker: Tracker, run_id: str, history: list[dict[str, Any]], seed_dir: Path) -> None:
-    """Final metrics (the best-validation epoch's, as the honest protocol picks it) and artefacts."""
+def _finish_run(tracker: Tracker, run_id: str, history: list[dict[str, Any]], seed_dir: Path,
+                data: DiveData, rows: np.ndarray) -> None:
+    """Final metrics (the best-validation epoch's, as the honest protocol picks it), the history,
+    and best_val.pt as the run's MLflow model (once per seed; its signature from a batch of `rows`)."""
+    from aqa.train.mlflow_model import log_seed_model
+
     with_val = [h for h in history if h["val"].get("rho") is not None]
     pick = max(with_val, key=lambda h: h["val"]["rho"]) if with_val else history[-1]
     final = {f"final_val_{k}": v for k, v in pick["val"].items()}
@@ -348,6 +357,8 @@ def _finish_run(tracker: Tracker, run_id: str, history: list[dict[str, Any]], se
     final["best_epoch"] = pick["epoch"]
     tracker.log_metrics(run_id, final, step=len(history))
     tracker.log_artifact(run_id, seed_dir / HISTORY)
-    tracker.set_tags(run_id, {"checkpoint": str((seed_dir / CHECKPOINT).resolve()),
-                              "best_val_checkpoint": str((seed_dir / BEST).resolve())})
+    best = load_checkpoint(seed_dir / BEST, map_location=data.device)
+    model = build(best["config"], data.device, data)
+    model.load_state_dict(best["model"])
+    log_seed_model(tracker, run_id, model, data, rows)
     tracker.finish(run_id)
