@@ -75,7 +75,7 @@ def test_paper_mode_runs_the_pipeline_as_a_dvc_experiment(project):
     # DVC wrote the overlay's values (and the tiny ones on top) into params.yaml; the rest is as it was.
     after = load_params(project / "params.yaml")
     expected = json.loads(json.dumps(before))
-    expected["train"].update(backbone="finetune", seeds=[0], epochs=2, batch_size=8, lr=0.001, lr_backbone=0.0001,
+    expected["train"].update(backbone="finetune", batchnorm="split", seeds=[0], epochs=2, batch_size=8, lr=0.001, lr_backbone=0.0001,
                              weight_decay=0.0, prob_tas_threshold=0.25, validation_fraction=0.0)
     expected["train"]["variants"]["musdl"]["train"]["epochs"] = 1
     expected["evaluate"]["num_exemplars"] = 10

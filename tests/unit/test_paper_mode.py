@@ -25,7 +25,7 @@ AQA = Path(sys.executable).with_name("aqa")
 def test_the_overlay_sets_the_references_training_on_the_projects_params(repo_params):
     overrides, merged = resolve(repo_params, read_overlay(OVERLAY), [])
     train = merged["train"]
-    assert train["backbone"] == "finetune"
+    assert train["backbone"] == "finetune" and train["batchnorm"] == "split"   # the reference's 2-GPU BatchNorm
     assert (train["epochs"], train["batch_size"], train["lr"], train["lr_backbone"], train["weight_decay"]) == \
         (200, 8, 1e-3, 1e-4, 0.0)
     assert train["validation_fraction"] == 0 and train["seeds"] == [0] and train["prob_tas_threshold"] == 0.25
@@ -40,7 +40,7 @@ def test_the_overlay_sets_the_references_training_on_the_projects_params(repo_pa
         assert merged[section] == repo_params[section]
     assert set(overrides) == {"train.backbone", "train.seeds", "train.epochs", "train.batch_size", "train.lr",
                               "train.lr_backbone", "train.weight_decay", "train.prob_tas_threshold",
-                              "train.validation_fraction", "evaluate.num_exemplars"} | {
+                              "train.validation_fraction", "train.batchnorm", "evaluate.num_exemplars"} | {
         f"train.variants.{v}.train.epochs" for v in epochs}
 
 
