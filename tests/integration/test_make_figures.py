@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +166,62 @@ def test_dvc_plots_show_and_diff(dvc_repo, tmp_path):
         np.testing.assert_allclose(by_rev["workspace"], sorted(0.5 * np.array(by_rev["HEAD"])), rtol=1e-5)
     finally:
         seeds_csv.write_text(committed)
+
+
+# --------------------------------------------------------------------------- the page in a browser
+
+ASSETS = Path(__file__).resolve().parents[2] / ".browser"   # .ci/install-browser puts the scripts there
+CDN = re.compile(r'<script src="(https://cdn\.jsdelivr\.net/npm/([a-z-]+@[0-9.]+))"></script>')
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium")
+    missing = [what for what, ok in (("chromium", found), (f"{ASSETS}", ASSETS.is_dir())) if not ok]
+    if missing:
+        message = f"{' and '.join(missing)} not installed: run `bash .ci/install-browser`"
+        if os.environ.get("CI"):
+            pytest.fail(message)   # CI installs them (.ci/run): their absence there is a failure
+        pytest.skip(message)
+    return found
+
+
+@pytest.mark.browser
+def test_dvc_plots_page_renders_in_headless_chromium(dvc_repo, tmp_path):
+    """The HTML page of `dvc plots show`, opened in Debian's chromium (headless): every Vega-Lite
+    plot is drawn (a canvas of its size in each plot's element, no error text) and the screenshot
+    shows lines in the plot area. DVC's page loads vega, vega-lite and vega-embed from a CDN, which
+    CI cannot reach: the same versions, from npm (.ci/install-browser), stand in for them."""
+    chromium = _chromium()
+    html = tmp_path / "html"
+    run([BIN / "dvc", "plots", "show", "-o", html], dvc_repo)
+    page = (html / "index.html").read_text()
+    scripts = CDN.findall(page)
+    assert sorted(name.split("@")[0] for _, name in scripts) == ["vega", "vega-embed", "vega-lite"], scripts
+    for url, name in scripts:
+        local = ASSETS / f"{name}.js"
+        assert local.is_file(), f"{local}: DVC's page wants {url}; pin that version in .ci/install-browser"
+        page = page.replace(url, local.as_uri())
+    local_page = html / "offline.html"
+    local_page.write_text(page)
+    plot_ids = re.findall(r'<div id = "(reports_plots_[^"]+)">', page)
+    assert len(plot_ids) == 3 * len(VARIANTS)
+
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    dom = subprocess.run([*common, "--dump-dom", local_page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    for plot_id in plot_ids:
+        start = dom.index(f'<div id="{plot_id}"')
+        element = dom[start:dom.index("</details>", start)]
+        canvas = re.search(r'<canvas width="(\d+)" height="(\d+)"', element)
+        assert canvas and int(canvas.group(1)) > 200 and int(canvas.group(2)) > 150, (plot_id, element[:500])
+        assert "error" not in element.lower(), (plot_id, element[:500])
+
+    shot = tmp_path / "page.png"
+    subprocess.run([*common, "--window-size=1280,1000", f"--screenshot={shot}", local_page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    first_plot = pixels[40:330, 40:360]         # the first plot's area (history of fr-dn, 300 x 300 px)
+    drawn = (np.abs(first_plot - 255).sum(axis=2) > 60).mean()
+    colored = (np.ptp(first_plot, axis=2) > 60).mean()   # the lines are colored, axes and text gray
+    assert drawn > 0.02 and colored > 0.002, (drawn, colored, shot)
