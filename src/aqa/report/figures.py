@@ -105,8 +105,9 @@ def segmentation_figure(title: str, metrics: dict[str, dict], tests: dict[str, p
     width = 0.38
     x = np.arange(len(names))
     for i, key in enumerate(("aiou50", "aiou75")):
-        means = [100 * ((metrics[n].get("honest") or {}).get(key) or {}).get("mean", np.nan) for n in names]
-        stds = [100 * (((metrics[n].get("honest") or {}).get(key) or {}).get("std") or 0.0) for n in names]
+        cells = [((metrics[n].get("honest") or {}).get(key) or {}) for n in names]
+        means = [np.nan if c.get("mean") is None else 100 * c["mean"] for c in cells]
+        stds = [100 * (c.get("std") or 0.0) for c in cells]
         bars.bar(x + (i - 0.5) * width, means, width, yerr=stds, capsize=3,
                  label=f"AIoU@{'0.5' if key == 'aiou50' else '0.75'}")
     bars.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
@@ -138,7 +139,8 @@ def table4_figure(variant: str, result: dict[str, Any], counts: list[int]) -> Fi
     for ax, key, label in ((axes[0], "rho", "Spearman's rho"), (axes[1], "rl2_x100", "R-l2 x 100")):
         ms = [m for m in counts if str(m) in by_m]
         cells = [((by_m[str(m)].get("honest") or {}).get(key) or {}) for m in ms]
-        ax.errorbar(ms, [c.get("mean", np.nan) for c in cells], yerr=[c.get("std") or 0.0 for c in cells],
+        ax.errorbar(ms, [np.nan if c.get("mean") is None else c["mean"] for c in cells],
+                    yerr=[c.get("std") or 0.0 for c in cells],
                     marker="o", capsize=3, label=f"ours: {variant} (honest)")
         pub = [(m, getattr(FINEDIVING_EXEMPLARS[m], key)) for m in counts if m in FINEDIVING_EXEMPLARS]
         if pub:
