@@ -31,6 +31,9 @@ SEED_FILE = re.compile(r"seed(\d+)\.parquet")
 # per-epoch columns of the history table: (column, section of a history.json entry, key)
 HISTORY_COLUMNS = (("loss", "train", "loss"), ("val_rho", "val", "rho"), ("test_rho", "test", "rho"),
                    ("test_aiou50", "test", "aiou50"), ("test_aiou75", "test", "aiou75"))
+# always written (empty where a run has none: no validation split leaves "val" empty), so every
+# variant's CSV has the columns dvc.yaml's plots name; the AIoU columns only for methods that segment
+FIXED_COLUMNS = ("loss", "val_rho", "test_rho")
 TRANSITIONS = ("pred_t1", "pred_t2", "true_t1", "true_t2")
 
 
@@ -53,7 +56,8 @@ def _number(value: Any) -> float:
 def history(models_dir: Path) -> pd.DataFrame:
     """One row per (epoch, seed): epoch, seed, loss, val_rho, test_rho[, test_aiou50, test_aiou75].
 
-    The AIoU columns are there only when the method predicts transitions (its history has them)."""
+    The AIoU columns are there only when the method predicts transitions (its history has them);
+    a value the history lacks (no validation split: "val" is empty) is NaN."""
     rows = []
     for seed, folder in _seed_folders(models_dir):
         path = folder / "history.json"
@@ -66,7 +70,7 @@ def history(models_dir: Path) -> pd.DataFrame:
         if not isinstance(entries, list) or not all(isinstance(e, dict) and "epoch" in e for e in entries):
             raise PlotsDataError(f"{path}: expected a list of per-epoch entries with an 'epoch'")
         for entry in entries:
-            row = {"epoch": int(entry["epoch"]), "seed": seed}
+            row = {"epoch": int(entry["epoch"]), "seed": seed, **dict.fromkeys(FIXED_COLUMNS, float("nan"))}
             for column, section, key in HISTORY_COLUMNS:
                 if key in (entry.get(section) or {}):
                     row[column] = _number(entry[section][key])
@@ -76,10 +80,12 @@ def history(models_dir: Path) -> pd.DataFrame:
 
 
 def history_mean(table: pd.DataFrame) -> pd.DataFrame:
-    """Per epoch: each metric's mean over seeds and `<metric>_std` (sample std; 0 with one seed)."""
+    """Per epoch: each metric's mean over seeds and `<metric>_std` (sample std; 0 with one seed),
+    NaN seeds left out."""
     metrics = [c for c in table.columns if c not in ("epoch", "seed")]
     grouped = table.groupby("epoch", sort=True)[metrics]
-    mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+    # sample std; 0 where one seed has a value (not NaN), NaN where none has
+    mean, std = grouped.mean(), grouped.std(ddof=1).mask(grouped.count() == 1, 0.0)
     out = pd.DataFrame({"epoch": mean.index.astype(int)})
     for column in metrics:
         out[column] = mean[column].to_numpy()

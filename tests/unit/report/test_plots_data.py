@@ -37,6 +37,21 @@ def test_one_seed_has_zero_spread(tmp_path):
     assert mean["test_rho_std"].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_no_validation_split_leaves_val_rho_empty(tmp_path):
+    """Without validation dives the training loop records "val": {} (aqa.train.loop): the column
+    stays, empty, so DVC's plots find the fields dvc.yaml names in every variant's CSV."""
+    path = tmp_path / "seed0" / "history.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps([{"epoch": e, "train": {"loss": 1.0}, "val": {}, "test": {"rho": 0.5}} for e in (0, 1)]))
+    seeds = plots_data.history(tmp_path)
+    assert list(seeds.columns) == ["epoch", "seed", "loss", "val_rho", "test_rho"]
+    assert seeds["val_rho"].isna().all()
+    mean = plots_data.history_mean(seeds)
+    assert mean["val_rho"].isna().all() and mean["val_rho_std"].isna().all()
+    assert mean["test_rho_std"].tolist() == [0.0, 0.0]
+    assert "epoch,loss,loss_std,val_rho,val_rho_std,test_rho" in plots_data.to_csv(mean)
+
+
 def test_damaged_or_missing_inputs_name_the_file(tmp_path):
     with pytest.raises(PlotsDataError, match="no seed<k>/ folder"):
         plots_data.history(tmp_path)
