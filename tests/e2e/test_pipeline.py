@@ -37,7 +37,7 @@ def project(tmp_path, tiny_params) -> Path:
 
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("Snakefile", "dvc.yaml"):
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     for name in ("workflow", "src"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
