@@ -29,3 +29,4 @@ rule all:
     default_target: True
     input:
         rules.make_report.output,
+        rules.make_figures.output,

@@ -87,7 +87,7 @@ def main() -> None:
     """Procedure-aware action quality assessment pipeline (FineDiving/TSA, FineParser).
 
     Stages, in order: synthesize-videos, extract-frames, convert-annotations, fetch-i3d,
-    extract-features, train, evaluate, make-report. `dvc repro` or `snakemake -c2 <stage>`
+    extract-features, train, evaluate, make-report, make-figures. `dvc repro` or `snakemake -c2 <stage>`
     run them with the paths of the pipeline; run them by hand with explicit paths.
     `check-params` validates params.yaml alone (the DVC stage before all others); `paper` runs
     the whole pipeline with the reference's training settings (params/paper.yaml).
@@ -318,6 +318,32 @@ def score_cmd(params_path, log_file, clip, dive_number, model_dir, seed, difficu
     click.echo(format_result(result))
     if json_path is not None:
         write_json(result, json_path)
+
+
+@main.command("make-figures")
+@_params_option
+@_log_option
+@click.option("--metrics", "metrics_dir", type=EXISTING, required=True,
+              help="Metrics root: <dataset>/<variant>-<mode>.json per dataset (checked against the params).")
+@click.option("--predictions", "predictions_dir", type=EXISTING, required=True,
+              help="Predictions root: <dataset>/<variant>-<mode>/seed<k>.parquet.")
+@click.option("--models", "models_dir", type=EXISTING, required=True,
+              help="Models root: <dataset>/<variant>-<mode>/seed<k>/history.json.")
+@click.option("--figures", "figures_dir", type=PATH, required=True,
+              help="Output folder of the PNG figures (replaced whole).")
+@click.option("--plots", "plots_dir", type=PATH, required=True,
+              help="Output folder of the flat CSVs DVC's plots read: {history,seeds,test}/<dataset>/<variant>.csv.")
+@click.option("--summary", "summary_dir", type=PATH, required=True,
+              help="Output folder of <dataset>/<variant>.json: honest and paper rho and R-l2 means.")
+def make_figures_cmd(params_path, log_file, metrics_dir, predictions_dir, models_dir, figures_dir, plots_dir,
+                     summary_dir):
+    """Draw every variant's training curves and predicted-vs-true scores, the segmentation errors and
+    Table 4 (PNG), and write the flat plot data and compact summary that DVC's plots and metrics show."""
+    from aqa.report.figures import make_figures
+
+    params = load_params(params_path)
+    make_figures(metrics_dir=metrics_dir, predictions_dir=predictions_dir, models_dir=models_dir,
+                 figures_dir=figures_dir, plots_dir=plots_dir, summary_dir=summary_dir, params=params)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The whole DAG on tiny data, both datasets (FineDiving and the MTL-AQA stand-in): `dvc repro`
 (each stage running its Snakemake target), a second `dvc repro` that does nothing, `dvc metrics
-show`, and `snakemake -c2 extract_frames` alone."""
+show` (the summary) and `dvc plots show`, the figures of every variant, and `snakemake -c2
+extract_frames` alone."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def project(tmp_path, tiny_params) -> Path:
 
     root = tmp_path / "project"
     root.mkdir()
-    for name in ("Snakefile", "dvc.yaml"):
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     for name in ("workflow", "src"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -95,8 +96,25 @@ def test_dvc_repro_runs_the_dag_then_does_nothing(project):
     assert "Running stage" not in again, again
     assert "up to date" in again.lower()
 
+    # make_figures: every variant's figures and plot data, the summary DVC shows in 160 columns
+    trained = {"finediving": ("fr-dn", "tsa-dn", "core-dn", "musdl-dn"), "mtl_aqa": ("fr-dn", "musdl-dn")}
+    for dataset, variants in trained.items():
+        for variant in variants:
+            for kind in ("curves", "test"):
+                assert (project / f"reports/figures/{dataset}/{kind}/{variant}.png").stat().st_size > 0
+            for kind in ("history", "seeds", "test"):
+                assert (project / f"reports/plots/{kind}/{dataset}/{variant}.csv").stat().st_size > 0
+    assert (project / "reports/figures/finediving/segmentation.png").is_file()
+    assert (project / "reports/figures/finediving/table4.png").is_file()
+    assert not (project / "reports/figures/mtl_aqa/segmentation.png").exists()   # no method there segments
     shown = _run([dvc, "metrics", "show"], project)
-    assert "finediving/fr-dn.json" in shown and "finediving/tsa-dn.json" in shown and "mtl_aqa/fr-dn.json" in shown
+    assert max(len(line) for line in shown.splitlines()) <= 160, shown
+    for dataset, variants in trained.items():
+        for variant in variants:
+            assert f"reports/summary/{dataset}/{variant}.json" in shown
+    out = _run([dvc, "plots", "show", "--json", "--split"], project)   # (stdout, then any stderr)
+    plots = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
+    assert not plots.get("errors") and "reports/plots/test/mtl_aqa/musdl-dn.csv" in plots["data"]
 
     # Snakemake alone rebuilds one stage (every dataset's part) from the same rules.
     frames = project / "data/interim/frames"

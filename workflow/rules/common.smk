@@ -44,6 +44,9 @@ MODELS = "models/{dataset}"
 METRICS = "reports/metrics/{dataset}"
 PREDICTIONS = "reports/predictions/{dataset}"
 TABLES = "reports/tables"
+FIGURES = "reports/figures"
+PLOTS = "reports/plots"      # flat CSVs of dvc.yaml's plots
+SUMMARY = "reports/summary"  # dvc.yaml's metrics
 
 
 wildcard_constraints:

@@ -16,3 +16,23 @@ rule make_report:
         "logs/make_report/make_report.log",
     shell:
         "{AQA} make-report --params {PARAMS} --log {log} --metrics reports/metrics --out {TABLES}"
+
+
+# Figures of every variant, the flat data of DVC's plots and the compact summary DVC's metrics show
+# (aqa.report.figures): from the training histories, the test predictions and the metrics.
+rule make_figures:
+    input:
+        rules.evaluate.input,
+        all_trained(f"{MODELS}/{{name}}/.train.done"),
+        all_trained(f"{PREDICTIONS}/{{name}}"),
+    output:
+        figures=directory(FIGURES),
+        plots=directory(PLOTS),
+        summary=directory(SUMMARY),
+    params:
+        section=config["make_figures"],
+    log:
+        "logs/make_figures/make_figures.log",
+    shell:
+        "{AQA} make-figures --params {PARAMS} --log {log} --metrics reports/metrics --predictions reports/predictions"
+        " --models models --figures {output.figures} --plots {output.plots} --summary {output.summary}"
