@@ -23,6 +23,7 @@ localrules:
     convert_annotations_dataset,
     fetch_i3d,
     make_report,
+    make_figures,
 
 
 rule all:

@@ -14,7 +14,7 @@ from snakemake.api import OutputSettings, ResourceSettings, SnakemakeApi
 from aqa.cluster import CLUSTER_STAGES, job_resources
 
 REPO = Path(__file__).resolve().parents[3]
-LOCAL = {"convert_annotations_dataset", "fetch_i3d", "make_report"}
+LOCAL = {"convert_annotations_dataset", "fetch_i3d", "make_report", "make_figures"}
 
 
 def _stage(rule_name: str) -> str:
