@@ -107,4 +107,4 @@ def test_paper_mode_runs_the_pipeline_as_a_dvc_experiment(project):
     assert len(ours) == 1, [e.get("name") for e in exps]
     data = ours[0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["validation_fraction"] == 0.0
-    assert "reports/metrics/finediving/fr-dn.json" in data["metrics"]
+    assert "reports/summary/finediving/fr-dn.json" in data["metrics"]   # the compact summary is the DVC metrics
