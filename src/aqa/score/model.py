@@ -85,6 +85,10 @@ def check_inputs(trained: TrainedSeed, dives_parquet: Path, cache: FeatureCache)
     """Refuse annotations or a feature cache other than those the seed was trained on."""
     prov = trained.state.get("provenance") or {}
     where = trained.folder / BEST
+    if trained.config.get("train", {}).get("backbone", "cached") != "cached":
+        # its I3D was fine-tuned with the heads: the cache's frozen I3D would give other features
+        raise ModelError(f"{where}: trained with train.backbone {trained.config['train']['backbone']} (its own "
+                         "fine-tuned I3D); aqa score scores models trained on the feature cache (backbone cached)")
     if prov.get("features") != cache.fingerprint:
         raise ModelError(f"{where}: trained on other features than the cache {cache.root} (fingerprint "
                          f"{str(prov.get('features'))[:12]}... vs {cache.fingerprint[:12]}...); pass the cache it "
