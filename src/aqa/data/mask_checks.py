@@ -127,3 +127,41 @@ def mask_check_report(dives: Sequence[dict[str, Any]]) -> dict[str, Any]:
         (report["lag_profile"][0] < max(report["lag_profile"].values()), "alignment does not peak at lag 0"),
     ) if bad]
     return report
+
+
+def _main() -> None:
+    """`python -m aqa.data.mask_checks --dives ... --frames ... --masks ... [--split test]`: the
+    report (JSON) on one split's dives (all dives with --split all), centre crop of 200 x 112."""
+    import json
+
+    import click
+
+    @click.command()
+    @click.option("--dives", "dives_parquet", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  required=True, help="dives.parquet of convert_annotations.")
+    @click.option("--frames", "frames_root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  required=True, help="Frames root <video>/<idx>/<frame:05d>.jpg.")
+    @click.option("--masks", "masks_root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  required=True, help="Masks root in the same layout.")
+    @click.option("--split", default="test", show_default=True, help="train, test or all.")
+    def main(dives_parquet: Path, frames_root: Path, masks_root: Path, split: str) -> None:
+        """Print FINEPARSER.md 8.4's mask checks on the protocol geometry (96 frames, 200 x 112, crop 112)."""
+        from aqa.data.annotations import read_dives
+        from aqa.features.extract import dive_job
+
+        dives = read_dives(dives_parquet)
+        if split != "all":
+            dives = dives[dives["split"] == split]
+        checks = []
+        for row in dives.sort_values("key").itertuples(index=False):
+            job = dive_job(frames_root, row.video, row.idx, row.start_frame, row.end_frame, 96)
+            paths = MK.dive_mask_paths(masks_root, row.video, row.idx, row.start_frame, row.end_frame, 96)
+            checks.append(dive_mask_checks(job.frame_paths, paths, MK.image_size(job.frame_paths[0]), (200, 112), 112,
+                                           row.transitions_96))
+        click.echo(json.dumps(mask_check_report(checks), indent=1))
+
+    main()
+
+
+if __name__ == "__main__":
+    _main()

@@ -181,10 +181,12 @@ class DiveMaskScores:
     confusion: np.ndarray      # (3,) tp, fp, fn summed over the frames
 
 
-def dive_scores(pred, gt, positive=None, *, normalize: bool = False) -> DiveMaskScores:
-    """Scores of one dive's frames: `pred` (T, H, W) maps in [0, 1], `gt` (T, H, W) bool,
-    `positive` the binary prediction for the code's scores (default: pred >= sigmoid(0.5), the
-    code's logit rule expressed on probabilities). `normalize`: per-frame min-max first."""
+def dive_scores(pred, gt, positive=None, *, normalize: bool = True) -> DiveMaskScores:
+    """Scores of one dive's frames: `pred` (T, H, W) maps in [0, 1] (sigmoid of SAP's fused
+    logits), `gt` (T, H, W) bool, `positive` the binary prediction for the code's scores (default:
+    pred >= sigmoid(0.5), the code's logit rule on probabilities, before any normalisation).
+    `normalize`: per-frame min-max first (default: the toolkit's path, the paper's "normalised
+    saliency map"; binary and constant maps are unchanged by it)."""
     pred, gt = _inputs(pred, gt)
     if positive is None:
         positive = pred >= 1 / (1 + np.exp(-CODE_LOGIT_THRESHOLD))

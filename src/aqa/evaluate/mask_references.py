@@ -67,13 +67,16 @@ def reference_scores(dives: Iterable[tuple[str, np.ndarray, np.ndarray]],
 @click.option("--num-frames", default=96, show_default=True)
 @click.option("--resize", nargs=2, type=int, default=(200, 112), show_default=True, help="Squeeze (height width).")
 @click.option("--crop", default=112, show_default=True)
-def main(dives_parquet, frames_root, masks_root, split, num_frames, resize, crop) -> None:
+@click.option("--motion-threshold", default=MOTION_THRESHOLD, show_default=True,
+              help="Gray levels (of 255) from which a pixel counts as moved.")
+def main(dives_parquet, frames_root, masks_root, split, num_frames, resize, crop, motion_threshold) -> None:
     """Print the trivial references' mask metrics (JSON) on one split's dives."""
     from aqa.data.annotations import read_dives
 
     dives = read_dives(dives_parquet)
     dives = dives[dives["split"] == split].sort_values("key")
-    scores = reference_scores(protocol_dives(dives, frames_root, masks_root, num_frames, resize, crop))
+    scores = reference_scores(protocol_dives(dives, frames_root, masks_root, num_frames, resize, crop),
+                              motion_threshold)
     click.echo(json.dumps(scores, indent=1))
 
 

@@ -138,3 +138,13 @@ def test_inputs_are_checked():
         M.mae(np.full((1, 4, 4), 2.0), np.zeros((1, 4, 4), bool))
     with pytest.raises(ValueError, match="must both be"):
         M.smeasure(np.zeros((1, 4, 4)), np.zeros((1, 4, 5), bool))
+
+
+def test_dive_scores_normalise_each_frame_unless_told_not_to():
+    rng = np.random.default_rng(8)
+    gt = np.stack([_blob(rng) for _ in range(3)])
+    faint = 0.2 * gt + 0.1                        # a faint map: min-max stretches it to the ground truth
+    assert M.dive_scores(faint, gt).mae == pytest.approx(0.0)
+    assert M.dive_scores(faint, gt, normalize=False).mae == pytest.approx(np.mean(np.abs(faint - gt)))
+    # the code's binary prediction reads the raw map (p >= sigmoid(0.5)), not the normalised one
+    assert tuple(M.dive_scores(faint, gt).confusion) == (0, 0, gt.sum())
