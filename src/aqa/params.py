@@ -161,7 +161,16 @@ def consistency_errors(params: dict[str, Any]) -> list[str]:
     gaps = params["synthesize_videos"]["gap_frames"]
     if gaps[0] > gaps[1]:
         problems.append(f"synthesize_videos.gap_frames = {gaps}: expected [min, max]")
-    return problems + thread_errors(params)
+    return problems + mask_errors(params) + thread_errors(params)
+
+
+def mask_errors(params: dict[str, Any]) -> list[str]:
+    """Real masks need the real frames they were drawn on: over the stand-in's footage they would
+    outline no diver (and the stand-in's own masks would be dropped)."""
+    ef = params["extract_frames"]
+    return [f"extract_frames.masks_root.{dataset} is set but extract_frames.frames_root.{dataset} is null: "
+            "real masks need the real frames they outline"
+            for dataset, root in ef["masks_root"].items() if root is not None and ef["frames_root"][dataset] is None]
 
 
 def dataset_errors(params: dict[str, Any]) -> list[str]:
@@ -219,7 +228,8 @@ CHECKED_STAMP = "params valid: the whole file passed the schema and the cross-ke
 # Inputs from outside the pipeline that params name: (dotted key, what it must be); <dataset> stands
 # for each dataset in datasets.run.
 EXTERNAL_INPUTS = (("synthesize_videos.<dataset>.source_annotations", "folder"),
-                   ("extract_frames.frames_root.<dataset>", "folder"), ("fetch_i3d.weights_path", "file"))
+                   ("extract_frames.frames_root.<dataset>", "folder"), ("extract_frames.masks_root.<dataset>", "folder"),
+                   ("fetch_i3d.weights_path", "file"))
 
 
 def _lookup(params: dict[str, Any], dotted: str) -> Any:

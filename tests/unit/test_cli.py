@@ -103,9 +103,11 @@ def test_check_params_refuses_external_inputs_that_are_not_there(tmp_path, repo_
     p["synthesize_videos"]["finediving"]["source_annotations"] = str(tmp_path)   # a folder: fine
     p["synthesize_videos"]["mtl_aqa"]["source_annotations"] = str(tmp_path / "no_mtl_aqa")
     p["extract_frames"]["frames_root"]["finediving"] = str(_params(tmp_path, {}, "a_file.yaml"))
+    p["extract_frames"]["masks_root"]["finediving"] = str(tmp_path / "no_masks")
     stamp = tmp_path / "params.checked"
     line = _one_error_line(_aqa("check-params", "--params", _params(tmp_path, p), "--out", stamp), "check-params")
     assert f"fetch_i3d.weights_path = '{tmp_path / 'missing.pt'}': does not exist" in line
+    assert f"extract_frames.masks_root.finediving = '{tmp_path / 'no_masks'}': does not exist" in line
     assert "extract_frames.frames_root.finediving = " in line and "a_file.yaml': not a folder" in line
     assert f"synthesize_videos.mtl_aqa.source_annotations = '{tmp_path / 'no_mtl_aqa'}': does not exist" in line
     assert "finediving.source_annotations" not in line

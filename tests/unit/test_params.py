@@ -130,6 +130,8 @@ OUT_OF_RANGE = [
     ("synthesize_videos", "crf", 52, "synthesize_videos.crf: 52 is greater than the maximum of 51"),
     ("extract_frames", "jpeg_quality", 0, "extract_frames.jpeg_quality: 0 is less than the minimum of 1"),
     ("extract_frames", "frames_root.mtl_aqa", "", "extract_frames.frames_root.mtl_aqa: '' should be non-empty"),
+    ("extract_frames", "masks_root.finediving", "", "extract_frames.masks_root.finediving: '' should be non-empty"),
+    ("extract_frames", "masks_root", {"finediving": None}, "extract_frames.masks_root.mtl_aqa: missing"),
     ("datasets", "run", ["finediving", "ucf"], "datasets.run.1: 'ucf' is not one of ['finediving', 'mtl_aqa']"),
     ("datasets", "run", [], "datasets.run: [] should be non-empty"),
     ("extract_features", "dtype", "float64", "extract_features.dtype: 'float64' is not one of"),
@@ -194,6 +196,15 @@ def test_table4_variant_must_be_a_trained_variant(repo_params):
     p["make_report"]["table4_variant"] = "nonexistent"
     assert ("make_report.table4_variant = 'nonexistent' is not a key of train.variants "
             "(fr, fr_asym, fr_dn, fsr, tsa, i3d_mlp, usdl, musdl, core)") in _refused(p)
+
+
+def test_real_masks_need_the_real_frames(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["extract_frames"]["masks_root"]["finediving"] = "FineDiving_HM"
+    assert ("extract_frames.masks_root.finediving is set but extract_frames.frames_root.finediving is null"
+            in _refused(p))
+    p["extract_frames"]["frames_root"]["finediving"] = "FINADiving_MTL_256s"
+    validate_params(p, "params.yaml")
 
 
 def test_gap_frames_must_be_min_then_max(repo_params):

@@ -14,7 +14,7 @@ normalisation happens on the batch right before the forward pass.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,15 +31,23 @@ class FrameError(AqaError):
     """A frame file cannot be read as an image."""
 
 
-def load_resized(path: str | Path, resize_hw: Sequence[int]) -> np.ndarray:
-    """Decode one JPEG to RGB and resize it (bilinear) to (height, width): uint8 (H, W, 3)."""
+def squeeze(img: Image.Image, resize_hw: Sequence[int], flip: bool = False) -> np.ndarray:
+    """The protocol's geometry before the crop, for frames and masks alike: a horizontal flip if
+    asked (first, as the training transform's RandomHorizontalFlip), then the squeeze to
+    (height, width) with PIL bilinear. uint8 (H, W) for a gray image, (H, W, 3) for RGB."""
     height, width = int(resize_hw[0]), int(resize_hw[1])
+    if flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_resized(path: str | Path, resize_hw: Sequence[int], flip: bool = False) -> np.ndarray:
+    """Decode one JPEG to RGB, flip it if asked and resize it (bilinear) to (height, width): uint8 (H, W, 3)."""
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return squeeze(img.convert("RGB"), resize_hw, flip)
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for truncated / non-images
         raise FrameError(f"{path}: cannot decode frame: {exc}") from None
 
@@ -55,14 +63,27 @@ def crop_views(frames: np.ndarray, crop: int, flip_view: bool) -> np.ndarray:
     """Centre-crop resized frames (T, H, W, 3) into views (V, T, crop, crop, 3) uint8.
 
     View 0 is the original; view 1 (when `flip_view`) is the horizontally flipped frame, cropped.
+    Masks (T, H, W) give (V, T, crop, crop) the same way.
     """
-    _, height, width, _ = frames.shape
+    height, width = frames.shape[1:3]
     top, left = center_crop_box(height, width, crop)
     views = [frames[:, top:top + crop, left:left + crop]]
     if flip_view:
         flipped = frames[:, :, ::-1]
         views.append(flipped[:, top:top + crop, left:left + crop])
     return np.ascontiguousarray(np.stack(views))
+
+
+def crop_clip(paths: Sequence[Path], load: Callable[[Path], np.ndarray], crop: int, top: int, left: int
+              ) -> np.ndarray:
+    """`load(path)` (a squeezed frame or mask) of each distinct path once, every protocol position
+    cropped at (top, left): (T, crop, crop, ...) uint8. Short clips repeat paths; the training
+    crop of the frames (aqa.train.frames) and of the masks (aqa.data.masks) share it."""
+    decoded: dict[Path, np.ndarray] = {}
+    for path in paths:
+        if path not in decoded:
+            decoded[path] = load(path)
+    return np.ascontiguousarray(np.stack([decoded[p][top:top + crop, left:left + crop] for p in paths]))
 
 
 def normalize(clips: torch.Tensor, normalization: str) -> torch.Tensor:

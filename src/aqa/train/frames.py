@@ -27,7 +27,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from aqa.errors import AqaError
 from aqa.features import transforms as T
@@ -99,28 +98,13 @@ def centre_offsets(geometry: FrameGeometry) -> tuple[int, int]:
 
 def load_frame(path: str | Path, resize_hw: Sequence[int], flip: bool) -> np.ndarray:
     """One frame decoded, flipped if asked (before the squeeze, as the reference), squeezed: uint8 (H, W, 3)."""
-    if not flip:
-        return T.load_resized(path, resize_hw)   # the cache's own decode
-    height, width = int(resize_hw[0]), int(resize_hw[1])
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").transpose(Image.FLIP_LEFT_RIGHT)
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise T.FrameError(f"{path}: cannot decode frame: {exc}") from None
+    return T.load_resized(path, resize_hw, flip)   # the cache's own decode (and geometry)
 
 
 def load_clip(paths: Sequence[Path], geometry: FrameGeometry, flip: bool, top: int, left: int) -> torch.Tensor:
     """A dive's protocol frames, each file decoded once: (3, T, crop, crop) uint8."""
-    decoded: dict[Path, np.ndarray] = {}
-    for path in paths:
-        if path not in decoded:
-            decoded[path] = load_frame(path, geometry.resize, flip)
-    c = geometry.crop
-    clip = np.stack([decoded[p][top:top + c, left:left + c] for p in paths])   # (T, crop, crop, 3)
-    return torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2).contiguous()
+    clip = T.crop_clip(paths, lambda p: load_frame(p, geometry.resize, flip), geometry.crop, top, left)   # (T, c, c, 3)
+    return torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous()
 
 
 # ----------------------------------------------------------------------------- data
