@@ -18,7 +18,7 @@ from aqa.models.usdl import MUSDLModel, USDLModel
 
 
 def test_methods_and_presets():
-    assert set(METHODS) == {"fr", "fr_asym", "fr_dn", "fsr", "tsa", "core", "i3d_mlp", "usdl", "musdl"}
+    assert set(METHODS) == {"fr", "fr_asym", "fr_dn", "fsr", "tsa", "core", "i3d_mlp", "usdl", "musdl", "fineparser"}
     assert make_config("fr").symmetric and not make_config("fr_asym").symmetric
     assert make_config("fr_dn", num_actions=3).use_action
     assert isinstance(build_model("fr"), FRModel) and isinstance(build_model("fsr"), FSRModel)
