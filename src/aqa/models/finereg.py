@@ -96,7 +96,7 @@ class FineReg(nn.Module):
     def decoder_for(self, stream: str, step: int) -> Decoder:
         """reference: steps 1 and 2 share decoder 0, step 3 has decoder 1; per_step: one each."""
         decs = self.decoders[stream]
-        return decs[min(step, 1)] if self.cfg.decoder_sharing == "reference" else decs[step]
+        return decs[int(step == 2)] if self.cfg.decoder_sharing == "reference" else decs[step]
 
     def step_deltas(self, stream: str, q: torch.Tensor, e: torch.Tensor, reverse: bool) -> torch.Tensor:
         """(B, 3, n, C) each -> the per-step relative scores (B or 2B, 3): token means of R."""
