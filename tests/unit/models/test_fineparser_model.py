@@ -9,7 +9,6 @@ import torch
 from aqa.errors import AqaError
 from aqa.models.fineparser_ablations import ABLATIONS, OURS, ablation_config
 from aqa.models.registry import build_model, make_config
-from aqa.models.tsa import split_encoding
 
 from fineparser_data import fineparser, fp_batch
 
