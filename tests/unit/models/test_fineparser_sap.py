@@ -85,3 +85,25 @@ def test_snippet_layout_round_trip():
     got = snippets_to_frames(snips, STARTS, 96)
     torch.testing.assert_close(got[:, 10:16], frames[:, 10:16] / 2)
     torch.testing.assert_close(got[:, :10], torch.zeros(2, 10, 3, 3))
+
+
+def test_t2_gate_input_starts_as_taps_own_feature():
+    """SAP's top starts from the Kinetics weights of TAP's I3D: on the same Mixed_4f, before
+    training, m equals I3D's pooled feature f (so the gate is sigmoid(f) until SAP learns)."""
+    from aqa.models.i3d import InceptionI3d
+
+    sd = kinetics_like(6)
+    i3d = InceptionI3d().eval()
+    i3d.load_state_dict(sd)
+    sap = SAP(SAPConfig()).eval()
+    sap.init_from_kinetics(sd)
+    clip = torch.randn(2, 3, 16, 64, 64)
+    with torch.no_grad():
+        x = clip
+        for name in ("conv3d_1a_7x7", "maxPool3d_2a_3x3", "conv3d_2b_1x1", "conv3d_2c_3x3", "maxPool3d_3a_3x3",
+                     "mixed_3b", "mixed_3c", "maxPool3d_4a_3x3", "mixed_4b", "mixed_4c", "mixed_4d",
+                     "mixed_4e", "mixed_4f"):
+            x = getattr(i3d, name)(x)                                  # Mixed_4f (2, 832, 4, 4, 4)
+        m, _ = sap(x)
+        f, _ = i3d.features(clip)
+    torch.testing.assert_close(m, f, rtol=1e-5, atol=1e-5)
