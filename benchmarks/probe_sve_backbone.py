@@ -8,6 +8,8 @@ cache and fetch_i3d's weights), it decodes each dive's protocol frames (every `-
   i3d2d      the I3D-2D default (Kinetics I3D, kernels summed over time, to Mixed_4d, 512-d);
   i3d2d_5c   the same up to Mixed_5c (1024-d);
   random     the i3d2d architecture with random weights (what a silent fallback would give);
+  i3d2d_imnet  i3d2d fed ImageNet-normalised frames (extract_features' default for TAP's I3D)
+             instead of the [-1, 1] its Kinetics weights expect;
 and compares them with the cached I3D clip features (pooled, 9 x 1024). Per dive it builds the
 mean over the frames and the three steps' means (cut at the annotated transitions, concatenated)
 and prints the 5-fold cross-validated Spearman of a ridge probe (probe_features.py's, best of
@@ -59,7 +61,8 @@ def main() -> None:
     weights = root / "data/external/i3d/kinetics400_rgb.pt"
     torch.manual_seed(0)
     nets = {"i3d2d": load_i3d2d(weights, "mixed_4d"), "i3d2d_5c": load_i3d2d(weights, "mixed_5c"),
-            "random": I3D2D("mixed_4d").eval()}
+            "random": I3D2D("mixed_4d").eval(), "i3d2d_imnet": load_i3d2d(weights, "mixed_4d")}
+    nets["i3d2d_imnet"].normalization = "imagenet"   # the input scaling TAP's I3D gets by default
     pos = np.arange(0, cfg["num_frames"], args.every)
     feats = {k: {"mean": [], "steps": []} for k in (*nets, "i3d_clip")}
     for n, row in enumerate(dives.itertuples()):
