@@ -33,14 +33,18 @@ def gflop(fn, x) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def best_time(fn, x, repeats: int, bf16: bool) -> float:
-    best = float("inf")
+def best_times(nets: dict, repeats: int, bf16: bool) -> dict[str, float]:
+    """Best wall time of one dive per network, the networks alternating within each repeat (so a
+    change of the shared machine's load hits them all alike)."""
+    best = {name: float("inf") for name in nets}
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        fn(x)  # warm-up (oneDNN primitive creation)
+        for fn, x, *_ in nets.values():
+            fn(x)  # warm-up (oneDNN primitive creation)
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(x)
-            best = min(best, time.perf_counter() - t0)
+            for name, (fn, x, *_) in nets.items():
+                t0 = time.perf_counter()
+                fn(x)
+                best[name] = min(best[name], time.perf_counter() - t0)
     return best
 
 
@@ -61,15 +65,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; one dive = 9 snippets / {args.frames} frames")
     print("| network | GFLOP per item | GFLOP per dive | s per dive fp32 | s per dive bf16 | x I3D (bf16) |")
     print("|---|---|---|---|---|---|")
-    rows = {}
+    t32, t16 = best_times(nets, args.repeats, False), best_times(nets, args.repeats, True)
     for name, (fn, x, item, n) in nets.items():
         g = gflop(fn, x[:1])
-        t32 = best_time(fn, x, args.repeats, False)
-        t16 = best_time(fn, x, args.repeats, True)
-        rows[name] = (g, n, t32, t16, item)
-    for name, (g, n, t32, t16, item) in rows.items():
-        ratio = t16 / rows["i3d"][3]
-        print(f"| {name} | {g:.2f} per {item} | {g * n:.1f} | {t32:.2f} | {t16:.2f} | {ratio:.2f} |")
+        print(f"| {name} | {g:.2f} per {item} | {g * n:.1f} | {t32[name]:.2f} | {t16[name]:.2f} | "
+              f"{t16[name] / t16['i3d']:.2f} |")
 
 
 if __name__ == "__main__":
