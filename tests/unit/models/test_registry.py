@@ -35,7 +35,7 @@ def test_paper_defaults():
 
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown method"):
-        build_model("fineparser")
+        build_model("no_such_method")
     with pytest.raises(TypeError, match="unknown config keys"):
         build_model("tsa", num_actions=3)
     with pytest.raises(ValueError, match="num_actions"):
