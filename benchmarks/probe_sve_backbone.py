@@ -1,6 +1,6 @@
 """How much of a dive's quality the SVE backbones' per-frame features carry (a linear probe).
 
-    .venv/bin/python benchmarks/probe_sve_backbone.py --project /work/clone-r [--every 4]
+    .venv/bin/python benchmarks/probe_sve_backbone.py --project /work/clone-r [--every 12]
 
 For a project whose default has run (dives.parquet, the frames of extract_frames, the I3D feature
 cache and fetch_i3d's weights), it decodes each dive's protocol frames (every `--every`-th of the
@@ -49,7 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--project", type=Path, required=True)
     ap.add_argument("--dataset", default="finediving")
-    ap.add_argument("--every", type=int, default=4, help="use every k-th of the 96 protocol frames")
+    ap.add_argument("--every", type=int, default=12, help="use every k-th of the 96 protocol frames")
     ap.add_argument("--limit", type=int, default=None, help="only the first N dives (a quick check)")
     args = ap.parse_args()
     root = args.project
