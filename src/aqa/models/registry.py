@@ -23,7 +23,9 @@ from torch import nn
 from aqa.models.core import CoReConfig, CoReModel, core_pool_settings
 from aqa.models.decoder import DecoderConfig
 from aqa.models.direct import I3DMLPConfig, I3DMLPModel
+from aqa.models.fineparser import FineParserConfig, FineParserModel
 from aqa.models.psnet import PSNetConfig
+from aqa.models.sap import SAPConfig
 from aqa.models.tsa import FRConfig, FRModel, FSRConfig, FSRModel, TSAConfig, TSAModel
 from aqa.models.usdl import MUSDLConfig, MUSDLModel, USDLConfig, USDLModel
 
@@ -51,9 +53,12 @@ METHODS: dict[str, Method] = {
     "usdl": Method(USDLModel, USDLConfig, {}, "USDL: Gaussian score distribution, KL loss", pairwise=False),
     "musdl": Method(MUSDLModel, MUSDLConfig, {}, "MUSDL: one score distribution per judge, panel rule x DD",
                     pairwise=False),
+    "fineparser": Method(FineParserModel, FineParserConfig, {}, "FineParser: SAP gate + PSNet + SVE and I3D "
+                         "streams, fine-grained regression (ablations: aqa.models.fineparser_ablations)",
+                         step_labels=True),
 }
 
-_NESTED = {"psnet": PSNetConfig, "decoder": DecoderConfig}
+_NESTED = {"psnet": PSNetConfig, "decoder": DecoderConfig, "sap": SAPConfig}
 
 
 def is_pairwise(method: str) -> bool:

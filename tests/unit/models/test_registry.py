@@ -18,7 +18,7 @@ from aqa.models.usdl import MUSDLModel, USDLModel
 
 
 def test_methods_and_presets():
-    assert set(METHODS) == {"fr", "fr_asym", "fr_dn", "fsr", "tsa", "core", "i3d_mlp", "usdl", "musdl"}
+    assert set(METHODS) == {"fr", "fr_asym", "fr_dn", "fsr", "tsa", "core", "i3d_mlp", "usdl", "musdl", "fineparser"}
     assert make_config("fr").symmetric and not make_config("fr_asym").symmetric
     assert make_config("fr_dn", num_actions=3).use_action
     assert isinstance(build_model("fr"), FRModel) and isinstance(build_model("fsr"), FSRModel)
@@ -35,7 +35,7 @@ def test_paper_defaults():
 
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown method"):
-        build_model("fineparser")
+        build_model("no_such_method")
     with pytest.raises(TypeError, match="unknown config keys"):
         build_model("tsa", num_actions=3)
     with pytest.raises(ValueError, match="num_actions"):
