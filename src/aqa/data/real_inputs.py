@@ -46,10 +46,10 @@ def real_folder(params: dict[str, Any], dataset: str, kind: str) -> str | None:
 def link_real_inputs(params: dict[str, Any], inputs: str | Path) -> dict[Path, Path]:
     """Point `inputs/<dataset>/<kind>` at the real folder params name, or at `inputs/none`.
 
-    Every dataset params knows gets its links (a dataset left out of datasets.run too, so adding
-    it finds them). Real folders are linked by absolute path (relative ones are read from the
-    working directory, as the stages read them); each link is replaced atomically. Returns
-    {link: target}. Refuses to replace anything but a link (RealInputsError naming it).
+    Every dataset params knows gets its links; one left out of datasets.run (whose folders params
+    do not check) links to `none`. Real folders are linked by absolute path (relative ones are
+    read from the working directory, as the stages read them); each link is replaced atomically.
+    Returns {link: target}. Refuses to replace anything but a link (RealInputsError naming it).
     """
     inputs = Path(inputs)
     none = inputs / NONE
@@ -57,7 +57,7 @@ def link_real_inputs(params: dict[str, Any], inputs: str | Path) -> dict[Path, P
     made = {}
     for dataset in sorted(params["extract_frames"]["frames_root"]):
         for kind in KINDS:
-            folder = real_folder(params, dataset, kind)
+            folder = real_folder(params, dataset, kind) if dataset in params["datasets"]["run"] else None
             link = inputs / dataset / kind
             target = Path(os.path.abspath(folder)) if folder is not None else Path("..") / NONE
             _replace_link(link, target)

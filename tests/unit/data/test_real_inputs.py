@@ -45,6 +45,11 @@ def test_links_point_at_the_real_folders_or_at_an_empty_one(tmp_path, monkeypatc
         assert link.is_symlink() and link.resolve() == (inputs / "none").resolve()
         assert list(link.iterdir()) == []
     assert len(made) == 4
+    # a dataset that does not run links to the empty folder, whatever params name
+    p["datasets"] = {"run": ["mtl_aqa"], "variants": {"finediving": [], "mtl_aqa": ["i3d_mlp"]}}
+    link_real_inputs(p, ".aqa/inputs")
+    assert (inputs / "finediving/frames").resolve() == (inputs / "none").resolve()
+    link_real_inputs(_real(repo_params, "finediving", "frames", "ann"), ".aqa/inputs")
     # back to the stand-in: the links follow params
     link_real_inputs(_real(repo_params, "finediving", None, None), ".aqa/inputs")
     assert (inputs / "finediving/frames").resolve() == (inputs / "none").resolve()
