@@ -10,6 +10,7 @@ one (same bytes) nothing.
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import shutil
@@ -75,9 +76,11 @@ def test_real_data_renders_nothing_and_changes_to_its_frames_are_noticed(real_pr
         assert not [p for p in (root / "data/raw/finediving" / folder).iterdir() if not p.name.startswith(".")]
     assert not [p for p in (root / FRAMES).iterdir() if not p.name.startswith(".")]
     assert (root / ".aqa/inputs/finediving/frames").resolve() == real / "frames"
-    # The real frames are the stand-in's own bytes: every dive's features are reused, nothing after reruns.
+    # The real frames are the stand-in's own bytes: every dive's features are reused and no model
+    # retrains; evaluate reruns, as its metrics name the footage ("real").
     assert files(root, FEATURES) == features_before
-    assert not ran & set(MODELS), ran
+    assert "train@fr-dn" not in ran and "evaluate@fr-dn" in ran, ran
+    assert json.loads((root / "reports/metrics/finediving/fr-dn.json").read_text())["footage"] == "real"
 
     # Nothing changed: nothing runs, and DVC says so.
     assert stages_run(run(["dvc", "repro"], root)) == set()
