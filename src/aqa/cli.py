@@ -100,11 +100,15 @@ def main() -> None:
 @_log_option
 @click.option("--out", "stamp", type=PATH, default=None,
               help="Write this file (fixed content) when the params are valid; removed when they are not.")
-def check_params_cmd(params_path, log_file, stamp):
+@click.option("--inputs", "inputs_dir", type=PATH, default=None,
+              help="Also point <inputs>/<dataset>/{frames,annotations} at the real folders params name "
+                   "(an empty folder when none): the links the DVC stages depend on, so DVC hashes "
+                   "the real data's content (aqa.data.real_inputs).")
+def check_params_cmd(params_path, log_file, stamp, inputs_dir):
     """Validate the whole params file (schema and cross-key checks) and exit."""
     from aqa.params import check_params
 
-    check_params(params_path, stamp)
+    check_params(params_path, stamp, inputs_dir)
 
 
 @main.command("synthesize-videos")
@@ -117,12 +121,18 @@ def check_params_cmd(params_path, log_file, stamp):
 @click.option("--masks", "masks_dir", type=PATH, required=True,
               help="Output folder of FineDiving-HM-style masks <video>/<idx>/<frame:05d>.jpg.")
 def synthesize_videos_cmd(params_path, log_file, dataset, videos_dir, annotations_dir, masks_dir):
-    """Render one dataset's stand-in competition videos (and their annotations and masks)."""
+    """Render one dataset's stand-in competition videos (and their annotations and masks).
+
+    With the dataset's real frames given (extract_frames.frames_root.<dataset>), render nothing:
+    write its real annotation files (synthesize_videos.<dataset>.source_annotations) as they are,
+    and empty video and mask folders.
+    """
     from aqa.data.synthesize import synthesize_videos
 
-    cfg = load_params(params_path, "synthesize_videos")
-    synthesize_videos(cfg, dataset=dataset, videos_dir=videos_dir, annotations_dir=annotations_dir,
-                      masks_dir=masks_dir)
+    params = load_params(params_path)
+    synthesize_videos(params["synthesize_videos"], dataset=dataset, videos_dir=videos_dir,
+                      annotations_dir=annotations_dir, masks_dir=masks_dir,
+                      real_frames=params["extract_frames"]["frames_root"][dataset] is not None)
 
 
 @main.command("extract-frames")

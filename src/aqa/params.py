@@ -186,6 +186,11 @@ def dataset_errors(params: dict[str, Any]) -> list[str]:
         if names and dataset not in run:
             problems.append(f"datasets.variants.{dataset} lists {names} but {dataset} is not in datasets.run "
                             f"{run}: add it to run, or list no variants ([])")
+    for dataset in run:   # real frames are numbered by their own annotations: sampled ones cannot match
+        if params["extract_frames"]["frames_root"].get(dataset) is not None and \
+                params["synthesize_videos"][dataset]["source_annotations"] is None:
+            problems.append(f"extract_frames.frames_root.{dataset} is set but synthesize_videos.{dataset}."
+                            "source_annotations is null: real frames need their real annotation files")
     if "mtl_aqa" in run and params["convert_annotations"]["mtl_aqa_split"] != 0:
         problems.append(f"convert_annotations.mtl_aqa_split = {params['convert_annotations']['mtl_aqa_split']}: "
                         "synthesize_videos writes MTL-AQA's split 0 (the only split of the public info folder)")
@@ -329,9 +334,11 @@ def _variant_errors(where: str, variant: dict[str, Any], snippets: int, scale: i
     return problems
 
 
-def check_params(path: str | Path, stamp: str | Path | None = None) -> None:
+def check_params(path: str | Path, stamp: str | Path | None = None, inputs: str | Path | None = None) -> None:
     """Validate the whole params file, its variants' model settings and the external inputs it
-    names; write `stamp` if all passes, leave none behind if anything fails."""
+    names; write `stamp` if all passes, leave none behind if anything fails. `inputs`: then point
+    the links under it at the real folders params name (aqa.data.real_inputs), before the stamp."""
+    from aqa.data.real_inputs import link_real_inputs
     from aqa.io import write_text_atomic
 
     if stamp is not None:
@@ -340,5 +347,7 @@ def check_params(path: str | Path, stamp: str | Path | None = None) -> None:
     problems = variant_errors(params) + missing_inputs(params)
     if problems:
         raise ParamsError(f"{path}: " + "; ".join(problems))
+    if inputs is not None:
+        link_real_inputs(params, inputs)
     if stamp is not None:
         write_text_atomic(stamp, CHECKED_STAMP)

@@ -14,6 +14,9 @@ if not (workflow.remote_exec or workflow.subprocess_exec):
         logger.warning(f"removed {_stale}: a Snakemake lock left by a run that was killed")
 
 
+# With the dataset's real frames given (extract_frames.frames_root.<dataset>) it renders nothing:
+# it writes the real annotation files and empty video and mask folders, so extract_frames cuts
+# nothing and no later rule reads stand-in footage.
 checkpoint synthesize_videos_dataset:
     output:
         videos=directory(RAW_VIDEOS),
@@ -21,6 +24,7 @@ checkpoint synthesize_videos_dataset:
         masks=directory(RAW_MASKS),
     params:
         section=config["synthesize_videos"],
+        real_frames=lambda wildcards: frames_root(wildcards.dataset),
     threads: job_threads(config, "synthesize_videos")
     resources:
         **job_resources(config, "synthesize_videos"),

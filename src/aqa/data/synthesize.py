@@ -8,6 +8,11 @@ set; MTL-AQA has no step labels, so the take-off / flight / entry timeline the r
 invented (`aqa.data.synth.mtl_aqa`); writes the release's dive dictionary and split 0. Either way,
 one H.264 mp4 per competition video and FineDiving-HM-style masks for every dive frame. Each dive
 is drawn from an RNG seeded by (seed, video, idx), so the output does not depend on the order of work.
+
+With the dataset's real frames given (`extract_frames.frames_root.<dataset>`, which needs its real
+annotation files), nothing is rendered: the stage writes the real annotations (the subset, if
+asked, with their own frame numbers: the real frames are numbered by them) and leaves the video
+and mask folders empty, so no later stage reads stand-in footage.
 """
 
 from __future__ import annotations
@@ -43,10 +48,12 @@ REQUIRED = ("seed", "height", "width", "fps", "gap_frames", "crf")
 SOURCE_KEYS = ("source_annotations", "num_videos", "dives_per_video", "test_fraction", "subset")
 
 
-def load_source(cfg: dict, seed: int) -> SampledSet:
+def load_source(cfg: dict, seed: int, render: bool = True) -> SampledSet:
     """The FineDiving annotation set to render and each dive's latent step qualities.
 
-    `cfg`: the `synthesize_videos.finediving` section; `seed`: synthesize_videos.seed.
+    `cfg`: the `synthesize_videos.finediving` section; `seed`: synthesize_videos.seed. `render`
+    False (real frames): the real dives are not re-timed, so their ranges are left for
+    convert_annotations to validate (`convert_annotations.invalid_dives`).
     """
     if cfg["source_annotations"] is None:
         sampled = sample_annotations({**cfg, "seed": seed})
@@ -57,12 +64,12 @@ def load_source(cfg: dict, seed: int) -> SampledSet:
         quality = {k: quality_from_score(d, seed) for k, d in ann.dives.items()}
         log.info("read %d dives from %s", len(ann.dives), cfg["source_annotations"])
     ann = stratified_subset(ann, cfg["subset"]["max_dives"], int(cfg["subset"]["seed"]))
-    if cfg["source_annotations"] is not None:
+    if cfg["source_annotations"] is not None and render:
         check_timing(ann, Path(cfg["source_annotations"]))
     return SampledSet(ann, {k: quality[k] for k in ann.dives})
 
 
-def load_mtl_source(cfg: dict, seed: int) -> MtlSource:
+def load_mtl_source(cfg: dict, seed: int, render: bool = True) -> MtlSource:
     """The MTL-AQA set to render: the real info folder's dives (split 0) or a sampled set.
 
     `cfg`: the `synthesize_videos.mtl_aqa` section; `source_annotations` may name the info folder
@@ -77,7 +84,7 @@ def load_mtl_source(cfg: dict, seed: int) -> MtlSource:
         source = read_mtl_source(info, seed)
         log.info("read %d MTL-AQA dives from %s", len(source.annotations.dives), info)
     ann = stratified_subset(source.annotations, cfg["subset"]["max_dives"], int(cfg["subset"]["seed"]))
-    if cfg["source_annotations"] is not None:
+    if cfg["source_annotations"] is not None and render:
         check_mtl_timing(ann, resolve_info_dir(cfg["source_annotations"]) / MTL_ANNOTATIONS)
     return MtlSource(ann, {k: source.quality[k] for k in ann.dives},
                      {k: source.records[k] for k in ann.dives})
@@ -114,10 +121,12 @@ def check_mtl_timing(ann: FineDivingAnnotations, path: Path) -> None:
 
 
 def synthesize_videos(cfg: dict, *, dataset: str, videos_dir: Path, annotations_dir: Path,
-                      masks_dir: Path) -> None:
+                      masks_dir: Path, real_frames: bool = False) -> None:
     """Render every competition video of one dataset's annotation set, its masks and its annotations.
 
     `cfg`: params' synthesize_videos section (the rendering keys and one sub-section per dataset).
+    `real_frames`: the dataset's real frames are given (extract_frames.frames_root.<dataset>):
+    render nothing, write the real annotations as they are (`write_real_annotations`).
     """
     dataset_spec(dataset)
     missing = [k for k in REQUIRED if k not in cfg] + [f"{dataset}.{k}" for k in SOURCE_KEYS
@@ -128,6 +137,10 @@ def synthesize_videos(cfg: dict, *, dataset: str, videos_dir: Path, annotations_
         if int(cfg[side]) % 2:
             raise ValueError(f"synthesize_videos.{side} must be even for yuv420p, got {cfg[side]}")
     seed = int(cfg["seed"])
+    if real_frames:
+        write_real_annotations(cfg, dataset=dataset, videos_dir=Path(videos_dir),
+                               annotations_dir=Path(annotations_dir), masks_dir=Path(masks_dir))
+        return
     source = load_source(cfg[dataset], seed) if dataset == FINEDIVING else load_mtl_source(cfg[MTL_AQA], seed)
     ann, plans = place_on_timeline(source.annotations, tuple(cfg["gap_frames"]), seed)
     render_all(ann, source.quality, plans, cfg, Path(videos_dir), Path(masks_dir))
@@ -138,6 +151,33 @@ def synthesize_videos(cfg: dict, *, dataset: str, videos_dir: Path, annotations_
                       [(int(v), i) for v, i in ann.test_keys], Path(annotations_dir))
     log.info("%s: wrote %d videos, %d dives, %d frames", dataset, len(plans), len(ann.dives),
              sum(p.num_frames for p in plans))
+
+
+def write_real_annotations(cfg: dict, *, dataset: str, videos_dir: Path, annotations_dir: Path,
+                           masks_dir: Path) -> None:
+    """The real frames' own annotations into `annotations_dir`; empty video and mask folders.
+
+    The dives keep their frame numbers (the real frames are numbered by them), the subset of
+    `synthesize_videos.<dataset>.subset` applies, and no footage is rendered: extract_frames has no
+    video to cut and every later stage reads the real frames (docs/CONTRACTS.md).
+    """
+    if cfg[dataset]["source_annotations"] is None:
+        raise AnnotationError(f"extract_frames.frames_root.{dataset} is set but synthesize_videos.{dataset}."
+                              "source_annotations is null: real frames need their real annotation files")
+    seed = int(cfg["seed"])
+    if dataset == FINEDIVING:
+        ann = load_source(cfg[dataset], seed, render=False).annotations
+        write_finediving(ann, annotations_dir)
+    else:
+        source = load_mtl_source(cfg[MTL_AQA], seed, render=False)
+        ann = source.annotations
+        write_mtl_aqa(release_records(source, ann), [(int(v), i) for v, i in ann.train_keys],
+                      [(int(v), i) for v, i in ann.test_keys], annotations_dir)
+    for folder in (videos_dir, masks_dir):  # outputs of the stage: present, and empty
+        with atomic_path(folder) as tmp_dir:
+            tmp_dir.mkdir(parents=True)
+    log.info("%s: real frames given: wrote the real annotations of %d dives; no footage rendered",
+             dataset, len(ann.dives))
 
 
 def render_all(ann: FineDivingAnnotations, quality: dict[Key, np.ndarray], plans: list[VideoPlan], cfg: dict,
