@@ -17,6 +17,7 @@ from harness import commit, kill_group, read_params, run, start, wait_for, write
 
 FEATURES = "data/processed/features/finediving/i3d"
 MODEL = "models/finediving/fr-dn"
+WORK = ".aqa/work"   # where the long stages keep their resumable state (aqa.workdir)
 
 
 def results(root: Path, *, features: bool = False) -> dict[str, bytes]:
@@ -43,7 +44,7 @@ def kill_when(root: Path, predicate) -> None:
 def test_kill_during_extract_features_then_repro_resumes(tiny_project, _built_once):
     root = tiny_project
     features = root / FEATURES
-    kill_when(root, lambda: any(features.rglob("pooled.npy")))
+    kill_when(root, lambda: any((root / WORK / FEATURES).rglob("pooled.npy")))
     assert not (features / ".extract_features.done").exists(), "the kill came after extract_features"
     assert stale_snakemake_locks(root), "the killed Snakemake left no lock (nothing to test)"
 
@@ -70,7 +71,7 @@ def test_kill_during_training_then_repro_resumes(built_project, tmp_path):
     run(["dvc", "repro"], reference)
 
     root = built_project
-    seed_dir = root / MODEL / "seed0"
+    seed_dir = root / WORK / MODEL / "seed0"
     first_checkpoint = (seed_dir / "checkpoint.pt").stat().st_mtime_ns
 
     def resumable_checkpoint_written() -> bool:

@@ -133,16 +133,28 @@ def test_damaged_weights_are_refused_and_repaired_by_dvc_repro(built_project):
 
 def test_a_damaged_cache_file_is_recomputed_alone(built_project):
     cache = built_project / FEATURES
+    work = built_project / ".aqa/work" / FEATURES   # the cache the stage keeps and extends (aqa.workdir)
     before = cache_bytes(cache)
     lock_before = (built_project / "dvc.lock").read_text()
     dives = finished_dives(cache)
+    log_path = built_project / "logs/extract_features/finediving.log"
+
+    # the output damaged: DVC re-runs the stage, which publishes its intact cache again
     damaged = cache / dives[0] / "maps.npy"
     damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated, as by a full disk or a killed copy
+    out = run(["dvc", "repro"], built_project)
+    assert stages_run(out.stdout + out.stderr) == ["extract_features@finediving"], out.stdout
+    assert f"{len(dives)} already cached, 0 to compute" in log_path.read_text()
+    assert cache_bytes(cache) == before
 
+    # the stage's own cache damaged too: that dive alone is recomputed
+    for root in (work, cache):
+        damaged = root / dives[0] / "maps.npy"
+        damaged.write_bytes(damaged.read_bytes()[:1000])
     out = run(["dvc", "repro"], built_project)
     output = out.stdout + out.stderr
     assert stages_run(output) == ["extract_features@finediving"], output  # the models see the same features
-    log = (built_project / "logs/extract_features/finediving.log").read_text()
+    log = log_path.read_text()
     assert f"{len(dives) - 1} already cached, 1 to compute" in log
     assert f"{dives[0]}: maps.npy: truncated" in log
     assert cache_bytes(cache) == before

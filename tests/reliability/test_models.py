@@ -73,12 +73,20 @@ def test_changed_score_retrains_and_reevaluates(built_project):
 
 def test_truncated_checkpoint_retrains_to_the_same_result(built_project):
     root = built_project
+    work = Path(".aqa/work") / SEED      # where training keeps its state (aqa.workdir)
     before = _results(root)
+    # the output damaged: train re-runs and publishes its finished state again
     ckpt = root / SEED / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:2048])
     _repro(root)
+    assert "seed 0: finished (2 epochs), skipped" in _train_log(root)
+    assert _results(root) == before
+    # the training's own checkpoint damaged too: the seed trains afresh
+    for path in (root / work / "checkpoint.pt", ckpt):
+        path.write_bytes(path.read_bytes()[:2048])
+    _repro(root)
     log = _train_log(root)
-    assert f"{SEED / 'checkpoint.pt'}: damaged, truncated or not a checkpoint" in log
+    assert f"{work / 'checkpoint.pt'}: damaged, truncated or not a checkpoint" in log
     assert _results(root) == before
 
 
