@@ -181,8 +181,9 @@ def fetch_i3d_cmd(params_path, log_file, out_dir):
 @click.option("--weights", "weights_path", type=EXISTING, required=True, help="I3D state dict (.pt).")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Feature cache folder.")
 @click.option("--work", "work_dir", type=PATH, default=None,
-              help="Keep, resume and extend the cache in this folder and copy (hard-link) it to --out when "
-                   "done (the DVC stage: .aqa/work/<out>); default: work in --out itself.")
+              help="Resume and extend the cache in this folder (started from --out, or from the --out "
+                   "dvc.lock records), then rename it to --out (the DVC stage: .aqa/work/<out>); default: "
+                   "work in --out itself.")
 def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir, work_dir):
     """Compute the I3D feature cache for every dive (resumable, invalidated by a changed manifest)."""
     from aqa.features.extract import extract_features
@@ -206,8 +207,9 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
               "or sqlite:///mlflow.db).")
 @click.option("--work", "work_dir", type=PATH, default=None,
-              help="Train and resume in this folder and copy (hard-link) the seeds to --out when all are done "
-                   "(the DVC stage: .aqa/work/<out>); default: train in --out itself.")
+              help="Train and resume in this folder (started from --out, or from the --out dvc.lock "
+                   "records), then rename it to --out (the DVC stage: .aqa/work/<out>); default: train in "
+                   "--out itself.")
 def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, frames_root, weights_path,
               tracking_uri, work_dir):
     """Train one method variant for every seed in params (resumes from the last checkpoint)."""

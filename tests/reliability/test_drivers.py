@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from harness import commit, kill_group, read_params, run, start, wait_for, write_params
 
 FEATURES = "data/processed/features/finediving/i3d"
@@ -71,12 +73,16 @@ def test_kill_during_training_then_repro_resumes(built_project, tmp_path):
     run(["dvc", "repro"], reference)
 
     root = built_project
-    seed_dir = root / WORK / MODEL / "seed0"
-    first_checkpoint = (seed_dir / "checkpoint.pt").stat().st_mtime_ns
+    seed_dir = root / WORK / MODEL / "seed0"   # where training keeps its state (aqa.workdir)
 
     def resumable_checkpoint_written() -> bool:
-        path = seed_dir / "checkpoint.pt"
-        return path.exists() and path.stat().st_mtime_ns != first_checkpoint
+        """A checkpoint of the 4-epoch training, not finished (the work folder first holds the
+        2-epoch model, copied from DVC's cache, which trains afresh)."""
+        try:
+            state = torch.load(seed_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
+        except Exception:   # not there yet (or replaced while read: atomic writes, so read again)
+            return False
+        return state["config"]["train"]["epochs"] == 4 and not state["finished"]
 
     kill_when(root, resumable_checkpoint_written)
     assert not (root / MODEL / ".train.done").exists(), "the kill came after training"

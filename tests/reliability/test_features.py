@@ -5,6 +5,7 @@ error, nothing lost, and the same result once the fault is gone."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,21 +134,22 @@ def test_damaged_weights_are_refused_and_repaired_by_dvc_repro(built_project):
 
 def test_a_damaged_cache_file_is_recomputed_alone(built_project):
     cache = built_project / FEATURES
-    work = built_project / ".aqa/work" / FEATURES   # the cache the stage keeps and extends (aqa.workdir)
+    work = built_project / ".aqa/work" / FEATURES   # where the stage resumes and extends (aqa.workdir)
     before = cache_bytes(cache)
     lock_before = (built_project / "dvc.lock").read_text()
     dives = finished_dives(cache)
     log_path = built_project / "logs/extract_features/finediving.log"
 
-    # the output damaged: DVC re-runs the stage, which publishes its intact cache again
+    # the output damaged: DVC re-runs the stage, which starts from the cache as dvc.lock records it
     damaged = cache / dives[0] / "maps.npy"
     damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated, as by a full disk or a killed copy
     out = run(["dvc", "repro"], built_project)
     assert stages_run(out.stdout + out.stderr) == ["extract_features@finediving"], out.stdout
     assert f"{len(dives)} already cached, 0 to compute" in log_path.read_text()
-    assert cache_bytes(cache) == before
+    assert cache_bytes(cache) == before and not work.exists()
 
-    # the stage's own cache damaged too: that dive alone is recomputed
+    # the state the stage resumes from damaged (a killed run's work folder): that dive alone is recomputed
+    shutil.copytree(cache, work)
     for root in (work, cache):
         damaged = root / dives[0] / "maps.npy"
         damaged.write_bytes(damaged.read_bytes()[:1000])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -73,15 +74,16 @@ def test_changed_score_retrains_and_reevaluates(built_project):
 
 def test_truncated_checkpoint_retrains_to_the_same_result(built_project):
     root = built_project
-    work = Path(".aqa/work") / SEED      # where training keeps its state (aqa.workdir)
+    work = Path(".aqa/work") / SEED      # where training resumes (aqa.workdir)
     before = _results(root)
-    # the output damaged: train re-runs and publishes its finished state again
+    # the output damaged: train re-runs from the model folder as dvc.lock records it, skips the seed
     ckpt = root / SEED / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:2048])
     _repro(root)
     assert "seed 0: finished (2 epochs), skipped" in _train_log(root)
     assert _results(root) == before
-    # the training's own checkpoint damaged too: the seed trains afresh
+    # the checkpoint training resumes from damaged (a killed run's work folder): the seed trains afresh
+    shutil.copytree(root / SEED.parent, root / work.parent)
     for path in (root / work / "checkpoint.pt", ckpt):
         path.write_bytes(path.read_bytes()[:2048])
     _repro(root)

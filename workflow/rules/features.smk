@@ -27,7 +27,7 @@ rule extract_features_dataset:
         frames=lambda wildcards: frames_source(wildcards.dataset),
         dives=DIVES,
         out=FEATURES,
-        # where the cache is kept, resumed and extended; the output is a snapshot of it (aqa.workdir)
+        # where the cache is resumed and extended, renamed onto `out` when done (aqa.workdir)
         work=f".aqa/work/{FEATURES}",
     threads: job_threads(config, "extract_features")
     resources:

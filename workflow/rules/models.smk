@@ -16,7 +16,7 @@ rule train_variant:
         features=FEATURES,
         dives=DIVES,
         out=f"{MODELS}/{{variant}}",
-        # where seeds train and resume; the output is a snapshot of it (aqa.workdir)
+        # where seeds train and resume, renamed onto `out` when all are done (aqa.workdir)
         work=f".aqa/work/{MODELS}/{{variant}}",
         # read with train.backbone: finetune (the feature cache's frames and weights)
         frames=lambda wildcards: frames_source(wildcards.dataset),

@@ -402,14 +402,15 @@ def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Pa
 
     Everything is checked (params, annotations, weights, every dive's frames) before `out_dir`
     is touched; only then may a changed manifest clear the old cache. With `work_dir` (the DVC
-    stage's .aqa/work/<out_dir>, aqa.workdir) the cache is kept, resumed and extended there, and
-    out_dir becomes a snapshot of it once every dive is in.
+    stage's .aqa/work/<out_dir>, aqa.workdir) the cache is resumed and extended there (started
+    from the last output when there is no work folder), and becomes out_dir once every dive is in.
     """
     if work_dir is not None:
+        from aqa.workdir import publish, start
+
+        start(work_dir, out_dir)
         _extract(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
                  out_dir=Path(work_dir), cfg=cfg)
-        from aqa.workdir import publish
-
         publish(work_dir, out_dir)
         return
     _extract(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path, out_dir=out_dir,

@@ -129,7 +129,8 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     """Train `variant` for every seed of params.train.seeds into out_dir/seed<k>/ (resumable).
 
     With `work_dir` (the DVC stage's .aqa/work/<out_dir>, aqa.workdir), the seeds train and
-    resume there, and out_dir becomes a snapshot of the listed seeds once all of them are done.
+    resume there (started from the last output when there is no work folder), and the work
+    folder becomes out_dir once every listed seed is done.
 
     Returns each seed's per-epoch history. `max_epochs` limits the epochs run in this call.
     Started by torchrun, the processes train together (aqa.train.distributed; docs/TRAINING.md
@@ -141,17 +142,21 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     ranks = distributed.ranks_from_env()
     ranks.check_batch_size({**train_cfg, **spec.train_overrides}["batch_size"], f"variant {variant}")
     work = Path(out_dir if work_dir is None else work_dir)
-    for seed in train_cfg["seeds"]:       # every output folder before anything is read or replaced
-        ensure_writable(work / f"seed{seed}")
-    if work_dir is not None:
-        ensure_writable(Path(out_dir).parent)
+    if ranks.main:   # the others read the folder only after process 0 has prepared it (distributed.start)
+        if work_dir is not None:
+            from aqa.workdir import start
+
+            ensure_writable(Path(out_dir).parent)
+            start(work, out_dir)
+        for seed in train_cfg["seeds"]:       # every output folder before anything is read or replaced
+            ensure_writable(work / f"seed{seed}")
     ranks, device = distributed.start(resolve_device(train_cfg["device"]))
     out = _train_seeds(spec, params, dives_parquet, features_dir, work, device, ranks, tracking_uri, max_epochs,
                        frames_root=frames_root, weights_path=weights_path)
     if work_dir is not None and max_epochs is None and ranks.main:
         from aqa.workdir import publish
 
-        publish(work, out_dir, [f"seed{s}" for s in train_cfg["seeds"]])
+        publish(work, out_dir)   # only the listed seeds are left in it (remove_unlisted_seeds)
     distributed.stop(ranks)   # not after a failure: the process exits and torchrun ends the others
     return out
 
