@@ -56,7 +56,8 @@ def committed_files(out: str | Path) -> list[tuple[str, Path]] | None:
     it, or None when dvc.lock does not list it or DVC's cache lacks any of its files."""
     name = _lock_path(Path(out))
     try:
-        lock = yaml.safe_load(DVC_LOCK.read_text()) if name else None
+        # libyaml's loader: dvc.lock of the default is ~120 kB (0.04 s instead of 0.3 s)
+        lock = yaml.load(DVC_LOCK.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if name else None
     except (OSError, yaml.YAMLError):
         return None
     stages = lock.get("stages") if isinstance(lock, dict) else None
