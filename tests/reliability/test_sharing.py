@@ -97,9 +97,10 @@ def test_the_run_cache_restores_features_and_models_and_travels_with_push(shared
         p["train"]["lr"], p["extract_features"]["batch_snippets"] = lr, batch_snippets
         write_params(root, p)
 
-    # other params: the feature stage runs (and finds every dive in its work folder), training runs
+    # other params: the feature stage runs (and finds every dive it had), training runs; committed
     set_params(shared, original["lr"] * 2, original["batch_snippets"] * 2)
     changed_run = repro(shared)
+    commit(shared, "lr x 2")
     assert set(TRAIN + FEATURES) <= set(stages_run(changed_run)), changed_run
     changed = outputs(shared)
     assert changed["models/finediving/fr-dn/seed0/checkpoint.pt"] != before["models/finediving/fr-dn/seed0/checkpoint.pt"]
@@ -111,14 +112,18 @@ def test_the_run_cache_restores_features_and_models_and_travels_with_push(shared
     assert not set(TRAIN + FEATURES) & set(stages_run(back)), back
     assert outputs(shared) == before
     assert "up to date" in run(["dvc", "status"], shared).stdout
+    commit(shared, "back")
 
-    # the run-cache travels: a clone that pulls it gets the changed params' results without running
-    run(["dvc", "push", "--run-cache"], shared)
+    # the run-cache travels: `push --run-cache` sends the run records, and DVC 3 sends the outputs
+    # only of the commits named (here all); a clone that pulls the records, set to the other params,
+    # restores both stages, `repro --pull` fetching the outputs the record names
+    run(["dvc", "push", "--run-cache", "--all-commits"], shared)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(shared), str(clone)], tmp_path)
     run(["dvc", "pull", "--run-cache"], clone)
     set_params(clone, original["lr"] * 2, original["batch_snippets"] * 2)
-    cloned = repro(clone)
+    out = run(["dvc", "repro", "--pull"], clone)
+    cloned = out.stdout + out.stderr
     assert set(TRAIN + FEATURES) <= set(restored(cloned)), cloned
     assert not set(TRAIN + FEATURES) & set(stages_run(cloned)), cloned
     assert {k: v for k, v in outputs(clone).items() if k.startswith(("models/", "data/"))} == \
