@@ -27,6 +27,8 @@ rule extract_features_dataset:
         frames=lambda wildcards: frames_source(wildcards.dataset),
         dives=DIVES,
         out=FEATURES,
+        # where the cache is resumed and extended, renamed onto `out` when done (aqa.workdir)
+        work=f".aqa/work/{FEATURES}",
     threads: job_threads(config, "extract_features")
     resources:
         **job_resources(config, "extract_features"),
@@ -34,7 +36,7 @@ rule extract_features_dataset:
         "logs/extract_features/{dataset}.log",
     shell:
         "{AQA} extract-features --params {PARAMS} --log {log} --frames {params.frames}"
-        " --annotations {params.dives} --weights {input.weights} --out {params.out}"
+        " --annotations {params.dives} --weights {input.weights} --out {params.out} --work {params.work}"
 
 
 rule extract_features:

@@ -16,6 +16,8 @@ rule train_variant:
         features=FEATURES,
         dives=DIVES,
         out=f"{MODELS}/{{variant}}",
+        # where seeds train and resume, renamed onto `out` when all are done (aqa.workdir)
+        work=f".aqa/work/{MODELS}/{{variant}}",
         # read with train.backbone: finetune (the feature cache's frames and weights)
         frames=lambda wildcards: frames_source(wildcards.dataset),
         weights=f"{I3D}/kinetics400_rgb.pt",
@@ -27,7 +29,7 @@ rule train_variant:
     shell:
         "{AQA} train --params {PARAMS} --log {log} --variant {wildcards.variant}"
         " --features {params.features} --annotations {params.dives} --out {params.out}"
-        " --frames {params.frames} --weights {params.weights}"
+        " --frames {params.frames} --weights {params.weights} --work {params.work}"
 
 
 rule train:
