@@ -53,10 +53,12 @@ def read_lock(path: str | Path = "dvc.lock") -> dict | None:
     return read_yaml(path.read_text()) if path.is_file() else None
 
 
-def write_if_changed(path: str | Path, values: Mapping[str, Any], locked: Mapping[str, Any] | None) -> bool:
+def write_if_changed(path: str | Path, values: Mapping[str, Any], locked) -> bool:
     """Write `values` to `path` unless it holds them already; True if written.
 
-    A new file whose values are the ones dvc.lock records (`locked`) is dated 1970 (see above)."""
+    A new file whose values are the ones dvc.lock records is dated 1970 (see above). `locked`: those
+    values (None: none recorded), or a function returning them, called only for a new file (reading
+    dvc.lock takes a while)."""
     path = Path(path)
     content = canonical_json(dict(values)) + b"\n"
     try:
@@ -67,6 +69,8 @@ def write_if_changed(path: str | Path, values: Mapping[str, Any], locked: Mappin
         new = True
     with atomic_path(path) as tmp:
         tmp.write_bytes(content)
+    if new and callable(locked):
+        locked = locked()
     if new and locked is not None and canonical_json(dict(locked)) == canonical_json(dict(values)):
         os.utime(path, (0, 0))
     return True

@@ -159,7 +159,13 @@ def stage_inputs(stage):
 def write_params_files():
     """Write every stage instance's params file whose values changed (the driver only: cluster job
     steps read the ones it wrote)."""
-    lock = params_digest.read_lock("dvc.lock")
+    lock = []   # dvc.lock, read once if a params file is new
+
+    def recorded(dvc_name):
+        if not lock:
+            lock.append(params_digest.read_lock("dvc.lock"))
+        return params_digest.locked_values(lock[0], dvc_name, PARAMS)
+
     for stage, keys in STAGE_PARAMS.items():
         datasets = DATASETS if stage in PER_DATASET | PER_VARIANT else [None]
         for dataset in datasets:
@@ -170,7 +176,7 @@ def write_params_files():
                 path = params_file_of(stage, dataset, name)
                 dvc_name = Path(path).stem
                 params_digest.write_if_changed(path, params_digest.stage_values(config, wanted),
-                                               params_digest.locked_values(lock, dvc_name, PARAMS))
+                                               lambda name=dvc_name: recorded(name))
 
 
 if not (workflow.remote_exec or workflow.subprocess_exec):
