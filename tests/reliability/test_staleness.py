@@ -3,8 +3,10 @@
 On a tiny project that `dvc repro` has built, each case asks both drivers: nothing changed; a code
 edit; an input edit (a raw annotation file); a params edit of a key stages read, and of one no
 stage reads. DVC's answer is the stages `dvc status` lists with changed deps (params included);
-Snakemake's the jobs of `snakemake -n` that are stale for a reason of their own (not only because
-a job before them will run), each named by the DVC stage that runs it. An edited *output* (the
+Snakemake's the jobs of `snakemake -n`, each named by the DVC stage that runs it. Snakemake
+gives a reason of its own only to the first stale jobs of a chain (the ones after them run
+because they do), so its "direct" stages are compared with the first of DVC's, and every job it
+would run with DVC's stages and all those after them in dvc.yaml's DAG. An edited *output* (the
 annotation is synthesize_videos' output) is one more stage to DVC, which makes it again; Snakemake
 keeps the edit: the README says which driver decides ("Which driver decides what is stale").
 """
@@ -15,6 +17,8 @@ import json
 import re
 from pathlib import Path
 
+import networkx as nx
+from dvc.repo import Repo
 from harness import read_params, run, write_params
 
 from aqa.data.datasets import dvc_stage
@@ -81,9 +85,25 @@ def dvc_stale(root: Path) -> tuple[set[str], set[str]]:
     return deps, outs
 
 
+def first_and_after(root: Path, stale: set[str]) -> tuple[set[str], set[str]]:
+    """(the stages of `stale` that follow none of the others, `stale` and every stage after one of it)."""
+    with Repo(str(root)) as repo:
+        graph, by_name = repo.index.graph, {s.name: s for s in repo.index.stages}
+        after = {n: {s.name for s in nx.ancestors(graph, by_name[n])} for n in stale}  # edges point to deps
+    first = {n for n in stale if not any(n in after[m] for m in stale if m != n)}
+    return first, set(stale).union(*after.values())
+
+
 def both(root: Path):
+    """Snakemake's (direct, every) and DVC's (changed deps, changed outs) answers."""
     (smk_direct, smk_every), (dvc_deps, dvc_outs) = snakemake_stale(root), dvc_stale(root)
     return smk_direct, smk_every, dvc_deps, dvc_outs
+
+
+def assert_agree(root: Path, direct: set[str], every: set[str], deps: set[str]) -> None:
+    first, would_run = first_and_after(root, deps)
+    assert direct == first, (direct, first)
+    assert every == would_run, (every, would_run)
 
 
 def test_after_repro_both_see_nothing_to_do(built_project):
@@ -95,7 +115,9 @@ def test_a_code_edit(built_project):
         f.write("\n# an edit\n")
     direct, every, deps, outs = both(built_project)
     assert deps == {"train@fr-dn", "train_mtl_aqa@fr-dn", "evaluate@fr-dn", "evaluate_mtl_aqa@fr-dn"}
-    assert direct == deps and not outs
+    assert not outs
+    assert_agree(built_project, direct, every, deps)
+    assert direct == {"train@fr-dn", "train_mtl_aqa@fr-dn"}
     assert every == deps | {"make_report", "make_figures"}
 
 
@@ -106,7 +128,8 @@ def test_an_input_edit(built_project):
         f.write(b"\0")
     direct, every, deps, outs = both(built_project)
     assert deps == {"extract_frames@finediving", "convert_annotations@finediving"}
-    assert direct == deps
+    assert_agree(built_project, direct, every, deps)
+    assert "train@fr-dn" in every and "train_mtl_aqa@fr-dn" not in every
     assert outs == {"synthesize_videos@finediving"}     # DVC makes the edited output again
 
 
@@ -120,7 +143,8 @@ def test_a_params_edit_of_a_key_stages_read_and_of_one_none_reads(built_project)
     write_params(built_project, p)
     direct, every, deps, outs = both(built_project)
     assert deps == {"extract_frames@finediving", "extract_frames@mtl_aqa"}
-    assert direct == deps and not outs
+    assert not outs
+    assert_agree(built_project, direct, every, deps)
 
 
 def test_a_fresh_clone_after_checkout_and_touch(built_project, tmp_path):
@@ -135,6 +159,7 @@ def test_a_fresh_clone_after_checkout_and_touch(built_project, tmp_path):
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
     run(["dvc", "cache", "dir", str(origin / ".dvc" / "cache")], clone)
     run(["dvc", "checkout"], clone)
+    run(["dvc", "repro", "check_params"], clone)   # its output is not kept (.aqa/): the params check
     assert dvc_stale(clone) == (set(), set())
     run(["snakemake", "-c1", "--touch"], clone)
     assert snakemake_stale(clone) == (set(), set())
