@@ -42,8 +42,7 @@ def _template(key: str, group: str) -> str:
     dataset in full: evaluate_mtl_aqa reads extract_frames.frames_root.mtl_aqa)."""
     dataset = "mtl_aqa" if group.endswith("_mtl_aqa") else "finediving"
     key = key.replace("${item.dataset}", "{dataset}").replace("${item.variant}", "{variant}")
-    return key.replace(f".{dataset}", ".{dataset}") if "@" not in group and _stage(group) in ("train", "evaluate") \
-        else key
+    return key.replace(f".{dataset}", ".{dataset}") if _stage(group) in ("train", "evaluate") else key
 
 
 def test_the_table_lists_the_code_dvc_yaml_lists(workflow):
