@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, for trying and testing the cluster profile
-# (workflow/profiles/slurm) without a real cluster. docs/CLUSTER.md.
+# (profiles/slurm) without a real cluster. docs/CLUSTER.md.
 #
 #   scripts/local_slurm.sh start    install slurm-wlm + munge if missing (apt-get), start munged,
 #                                   slurmctld and slurmd by hand (no systemd, no cgroups), wait

@@ -1,5 +1,5 @@
 """Training and evaluation of a tiny pipeline as real SLURM jobs, `snakemake --profile
-workflow/profiles/slurm` as the README writes it, with the same metrics, predictions and tables
+profiles/slurm` as the README writes it, with the same metrics, predictions and tables
 as a local run. Marked `slurm` (out of the default run): `make test-slurm` starts the
 single-node cluster of scripts/local_slurm.sh and runs it; a cluster already answering is used
 as it is (docs/CLUSTER.md)."""
@@ -73,6 +73,7 @@ def prepared(tmp_path, tiny_params, slurm_cluster) -> tuple[Path, Path, dict]:
     root.mkdir()
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
     shutil.copytree(REPO / "workflow", root / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "profiles", root / "profiles")
     weights = tmp_path / "random_i3d.pt"   # random I3D weights: no download
     torch.manual_seed(0)
     torch.save(InceptionI3d().state_dict(), weights)
@@ -123,7 +124,7 @@ def test_training_and_evaluation_run_as_slurm_jobs_with_local_results(prepared):
     # the README's command; the plugin's first status check after 2 s rather than 40 (a tiny run).
     # The local run goes meanwhile: it fills the time the plugin waits between status checks.
     cluster_run = subprocess.Popen(
-        [str(BIN / "snakemake"), "--profile", "workflow/profiles/slurm", "make_report",
+        [str(BIN / "snakemake"), "--profile", "profiles/slurm", "make_report",
          "--slurm-init-seconds-before-status-checks", "2"],
         cwd=on_slurm, env=_env(on_slurm), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

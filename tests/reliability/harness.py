@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 PIPELINE_FILES = ("Snakefile", "dvc.yaml", ".dvcignore")
-PIPELINE_DIRS = ("workflow", "src")
+PIPELINE_DIRS = ("workflow", "profiles", "src")
 
 
 def env_for(cwd: Path) -> dict[str, str]:

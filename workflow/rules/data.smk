@@ -2,7 +2,6 @@
 # (rule <stage>_dataset, wildcard {dataset}; the DVC stage <stage>@<dataset> runs one); the rule
 # named after the stage asks for every dataset of datasets.run (`snakemake -c2 <stage>`).
 
-from aqa.data.frames import videos_to_extract
 from aqa.snakemake_lock import hold_driver_lock
 from snakemake.logging import logger
 
@@ -18,45 +17,34 @@ if not (workflow.remote_exec or workflow.subprocess_exec):
 # it writes the real annotation files and empty video and mask folders, so extract_frames cuts
 # nothing and no later rule reads stand-in footage.
 checkpoint synthesize_videos_dataset:
+    input:
+        **stage_inputs("synthesize_videos"),
     output:
         videos=directory(RAW_VIDEOS),
         annotations=directory(RAW_ANNOTATIONS),
         masks=directory(RAW_MASKS),
     params:
-        section=config["synthesize_videos"],
-        real_frames=lambda wildcards: frames_root(wildcards.dataset),
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
     threads: job_threads(config, "synthesize_videos")
     resources:
         **job_resources(config, "synthesize_videos"),
     log:
         "logs/synthesize_videos/{dataset}.log",
     shell:
-        "{AQA} synthesize-videos --params {PARAMS} --log {log} --dataset {wildcards.dataset}"
+        "aqa synthesize-videos --params {params.file} --log {log} --dataset {wildcards.dataset}"
         " --videos {output.videos} --annotations {output.annotations} --masks {output.masks}"
-
-
-def videos_to_cut(wildcards):
-    """The frame folders of every annotated video of the dataset (known once the checkpoint has run).
-
-    None when the dataset's real frames are given. A stray .mp4 without annotated dives, or an
-    annotated video without its .mp4, stops the run here with one line naming the file, before any
-    job starts.
-    """
-    if frames_root(wildcards.dataset):
-        return []
-    out = checkpoints.synthesize_videos_dataset.get(dataset=wildcards.dataset).output
-    videos = videos_to_extract(out.videos, out.annotations, wildcards.dataset)
-    return expand(f"{FRAMES}/{{video}}", dataset=wildcards.dataset, video=videos)
 
 
 rule extract_frames_video:
     input:
         video=f"{RAW_VIDEOS}/{{video}}.mp4",
         annotations=RAW_ANNOTATIONS,
+        annotation_files=raw_annotation_files,
+        **stage_inputs("extract_frames"),
     output:
         directory(f"{FRAMES}/{{video}}"),
     params:
-        section=config["extract_frames"],
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
         root=FRAMES,
     threads: job_threads(config, "extract_frames")
     resources:
@@ -64,7 +52,7 @@ rule extract_frames_video:
     log:
         "logs/extract_frames/{dataset}/{video}.log",
     shell:
-        "{AQA} extract-frames --params {PARAMS} --log {log} --dataset {wildcards.dataset}"
+        "aqa extract-frames --params {params.file} --log {log} --dataset {wildcards.dataset}"
         " --video {input.video} --annotations {input.annotations} --out {params.root}"
 
 
@@ -78,14 +66,16 @@ rule extract_frames_dataset:
 rule convert_annotations_dataset:
     input:
         annotations=RAW_ANNOTATIONS,
+        annotation_files=raw_annotation_files,
+        **stage_inputs("convert_annotations"),
     output:
         directory(ANNOTATIONS),
     params:
-        section=config["convert_annotations"],
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
     log:
         "logs/convert_annotations/{dataset}.log",
     shell:
-        "{AQA} convert-annotations --params {PARAMS} --log {log} --dataset {wildcards.dataset}"
+        "aqa convert-annotations --params {params.file} --log {log} --dataset {wildcards.dataset}"
         " --annotations {input.annotations} --out {output}"
 
 

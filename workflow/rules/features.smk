@@ -2,15 +2,18 @@
 
 
 rule fetch_i3d:
+    input:
+        **stage_inputs("fetch_i3d"),
     output:
         weights=f"{I3D}/kinetics400_rgb.pt",
         manifest=f"{I3D}/manifest.json",
     params:
-        section=config["fetch_i3d"],
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
+        out=lambda wildcards, output: os.path.dirname(output.weights),
     log:
         "logs/fetch_i3d/fetch_i3d.log",
     shell:
-        "{AQA} fetch-i3d --params {PARAMS} --log {log} --out {I3D}"
+        "aqa fetch-i3d --params {params.file} --log {log} --out {params.out}"
 
 
 rule extract_features_dataset:
@@ -18,12 +21,13 @@ rule extract_features_dataset:
         frames=f"{FRAMES}/.extract_frames.done",
         annotations=ANNOTATIONS,
         weights=rules.fetch_i3d.output.weights,
+        **stage_inputs("extract_features"),
     output:
         # A flag, not the folder: Snakemake deletes a job's outputs before it runs, and the
         # cache must survive an interruption (the stage resumes and checks its own manifest).
         touch(f"{FEATURES}/.extract_features.done"),
     params:
-        section=config["extract_features"],
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
         frames=lambda wildcards: frames_source(wildcards.dataset),
         dives=DIVES,
         out=FEATURES,
@@ -35,7 +39,7 @@ rule extract_features_dataset:
     log:
         "logs/extract_features/{dataset}.log",
     shell:
-        "{AQA} extract-features --params {PARAMS} --log {log} --frames {params.frames}"
+        "aqa extract-features --params {params.file} --log {log} --frames {params.frames}"
         " --annotations {params.dives} --weights {input.weights} --out {params.out} --work {params.work}"
 
 

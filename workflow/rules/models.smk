@@ -5,6 +5,7 @@ rule train_variant:
     input:
         features=f"{FEATURES}/.extract_features.done",
         annotations=ANNOTATIONS,
+        **stage_inputs("train"),
     output:
         # A flag, not the folder: checkpoints must survive an interrupted job (training
         # resumes from them, and starts afresh itself when its config changed).
@@ -12,8 +13,8 @@ rule train_variant:
     wildcard_constraints:
         variant="|".join(sorted({n for d in DATASETS for n in trained_variants(d)})),
     params:
-        section=config["train"],
-        features=FEATURES,
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
+        features=lambda wildcards, input: os.path.dirname(input.features),
         dives=DIVES,
         out=f"{MODELS}/{{variant}}",
         # where seeds train and resume, renamed onto `out` when all are done (aqa.workdir)
@@ -27,7 +28,7 @@ rule train_variant:
     log:
         "logs/train/{dataset}/{variant}.log",
     shell:
-        "{AQA} train --params {PARAMS} --log {log} --variant {wildcards.variant}"
+        "aqa train --params {params.file} --log {log} --variant {wildcards.variant}"
         " --features {params.features} --annotations {params.dives} --out {params.out}"
         " --frames {params.frames} --weights {params.weights} --work {params.work}"
 
@@ -42,15 +43,16 @@ rule evaluate_variant:
         trained=f"{MODELS}/{{name}}/.train.done",
         features=f"{FEATURES}/.extract_features.done",
         annotations=ANNOTATIONS,
+        **stage_inputs("evaluate"),
     output:
         metrics=f"{METRICS}/{{name}}.json",
         predictions=directory(f"{PREDICTIONS}/{{name}}"),
     wildcard_constraints:
         name="|".join(sorted({n for d in DATASETS for n in trained_variants(d)})),
     params:
-        section=config["evaluate"],
-        models=f"{MODELS}/{{name}}",
-        features=FEATURES,
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
+        models=lambda wildcards, input: os.path.dirname(input.trained),
+        features=lambda wildcards, input: os.path.dirname(input.features),
         dives=DIVES,
         frames=lambda wildcards: frames_source(wildcards.dataset),   # read with train.backbone: finetune
     threads: job_threads(config, "evaluate")
@@ -59,7 +61,7 @@ rule evaluate_variant:
     log:
         "logs/evaluate/{dataset}/{name}.log",
     shell:
-        "{AQA} evaluate --params {PARAMS} --log {log} --variant {wildcards.name}"
+        "aqa evaluate --params {params.file} --log {log} --variant {wildcards.name}"
         " --models {params.models} --features {params.features} --annotations {params.dives}"
         " --metrics {output.metrics} --predictions {output.predictions} --frames {params.frames}"
 

@@ -8,14 +8,16 @@ TABLE_FILES = expand(f"{TABLES}/finediving_table{{n}}.{{ext}}", n=[2, 3, 4], ext
 rule make_report:
     input:
         rules.evaluate.input,
+        **stage_inputs("make_report"),
     output:
         TABLE_FILES,
     params:
-        section=config["make_report"],
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
+        out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "logs/make_report/make_report.log",
     shell:
-        "{AQA} make-report --params {PARAMS} --log {log} --metrics reports/metrics --out {TABLES}"
+        "aqa make-report --params {params.file} --log {log} --metrics reports/metrics --out {params.out}"
 
 
 # Figures of every variant, the flat data of DVC's plots and the compact summary DVC's metrics show
@@ -25,14 +27,15 @@ rule make_figures:
         rules.evaluate.input,
         all_trained(f"{MODELS}/{{name}}/.train.done"),
         all_trained(f"{PREDICTIONS}/{{name}}"),
+        **stage_inputs("make_figures"),
     output:
         figures=directory(FIGURES),
         plots=directory(PLOTS),
         summary=directory(SUMMARY),
     params:
-        section=config["make_figures"],
+        file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
     log:
         "logs/make_figures/make_figures.log",
     shell:
-        "{AQA} make-figures --params {PARAMS} --log {log} --metrics reports/metrics --predictions reports/predictions"
+        "aqa make-figures --params {params.file} --log {log} --metrics reports/metrics --predictions reports/predictions"
         " --models models --figures {output.figures} --plots {output.plots} --summary {output.summary}"

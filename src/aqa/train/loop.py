@@ -24,6 +24,7 @@ from tqdm import tqdm
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
 from aqa.evaluate.voting import amp_dtype, autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
+from aqa.logs import num
 from aqa.models.batchnorm import set_batchnorm_mode
 from aqa.provenance import sha256_json, training_section
 from aqa.train.checkpoint import (ensure_writable, git_commit, load_checkpoint, read_run_info, rng_states,
@@ -300,8 +301,8 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
         write_run_info(seed_dir, info)
         if tracker is not None:
             tracker.log_metrics(run_id, _epoch_metrics(record, seconds), step=epoch)
-        log.info("%s seed %d epoch %d: loss %.4g, val rho %s, test rho %s", run.variant, run.seed, epoch,
-                 losses.get("loss", float("nan")), record["val"].get("rho"), record["test"].get("rho"))
+        log.info("%s seed %d epoch %d: loss %s, val rho %s, test rho %s", run.variant, run.seed, epoch,
+                 num(losses.get("loss", float("nan"))), num(record["val"].get("rho")), num(record["test"].get("rho")))
         if finished and tracker is not None:
             _finish_run(tracker, run_id, history, seed_dir, data, test_rows)
     return ranks.broadcast(history)

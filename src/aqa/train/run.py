@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from aqa.errors import AqaError
+from aqa.logs import num
 from aqa.models.registry import needs_step_labels
 from aqa.train import distributed
 from aqa.train.checkpoint import ensure_writable
@@ -203,7 +204,7 @@ def log_masked_judges(data: DiveData, pool: np.ndarray) -> None:
     for i, j in bad.nonzero().tolist():
         row = int(pool[i])
         log.warning("MUSDL: judge %d of %s is %s, outside [0, 10]: left out of the loss (the other judges "
-                    "of the dive train)", j + 1, data.keys[row], float(data.judges[row, j]))
+                    "of the dive train)", j + 1, data.keys[row], num(float(data.judges[row, j])))
 
 
 def remove_unlisted_seeds(out_dir: str | Path, seeds: list[int]) -> list[Path]:

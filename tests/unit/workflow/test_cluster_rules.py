@@ -67,7 +67,7 @@ def test_no_stage_tracks_the_cluster_section():
 
 
 def test_the_slurm_profile_leaves_resources_to_params():
-    profile = yaml.safe_load((REPO / "workflow/profiles/slurm/config.yaml").read_text())
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm"
     assert not {"default-resources", "set-resources", "set-threads", "cores"} & set(profile), profile
     # sacct needs SLURM's accounting database; without it the plugin would wait for ever
