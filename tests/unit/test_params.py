@@ -204,6 +204,7 @@ def test_real_masks_need_the_real_frames(repo_params):
     assert ("extract_frames.masks_root.finediving is set but extract_frames.frames_root.finediving is null"
             in _refused(p))
     p["extract_frames"]["frames_root"]["finediving"] = "FINADiving_MTL_256s"
+    p["synthesize_videos"]["finediving"]["source_annotations"] = "Annotations"  # real frames need them
     validate_params(p, "params.yaml")
 
 
