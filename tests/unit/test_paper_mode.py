@@ -88,6 +88,7 @@ def test_dvc_reads_the_set_param_arguments_back_as_the_merged_params(tmp_path, r
     sets = [parse_set(s) for s in ("train.lr=1.0e-5", "train.weight_decay=2.5e-07", "train.seeds=[3, 4]",
                                    "train.variants.fr.train.epochs=3", "train.device=cpu", "train.amp=false",
                                    "extract_frames.frames_root.finediving=/data/my frames/it's here",
+                                   "synthesize_videos.finediving.source_annotations=/data/Annotations",
                                    "datasets.run=[finediving]")]
     overrides, merged = resolve(p, read_overlay(OVERLAY), sets)
     args = set_param_args(overrides, p)
