@@ -128,7 +128,8 @@ def test_damaged_weights_are_refused_and_repaired_by_dvc_repro(built_project):
     output = repaired.stdout + repaired.stderr
     assert set(stages_run(output)) <= {"fetch_i3d", "extract_features@finediving", "extract_features@mtl_aqa"}, output
     assert weights.read_bytes() == weights_before
-    assert "0 to compute" in (built_project / "logs/extract_features/finediving.log").read_text()
+    if "extract_features@finediving" in stages_run(output):   # DVC may also find it unchanged
+        assert "0 to compute" in (built_project / "logs/extract_features/finediving.log").read_text()
     assert cache_bytes(built_project / FEATURES) == cache_before
     assert (built_project / "dvc.lock").read_text() == lock_before
 
