@@ -27,6 +27,7 @@ import yaml
 
 from aqa.errors import AqaError
 from aqa.params import ParamsError, _yaml_problem, read_yaml, validate_params
+from aqa.params_digest import has_key
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,6 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise OverlayError(f"--set {item!r}: value is not valid YAML: {_yaml_problem(exc)}") from None
 
 
-def _has_key(params: dict[str, Any], dotted: str) -> bool:
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
 def _assign(params: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     node = params
@@ -111,12 +103,12 @@ def resolve(params: dict[str, Any], overlay: dict[str, Any], sets: list[tuple[st
         if variant is not None and variant not in params["train"]["variants"]:
             log.info("%s: %s left out: params.yaml has no variant %r", overlay_name, key, variant)
             continue
-        if not _has_key(params, key) and variant is None:
+        if not has_key(params, key) and variant is None:
             raise OverlayError(f"{overlay_name}: {key} is not a key of params.yaml")
         overrides[key] = value
     for key, value in sets:
         variant = _variant_of(key)
-        if not _has_key(params, key) and (variant is None or variant not in params["train"]["variants"]):
+        if not has_key(params, key) and (variant is None or variant not in params["train"]["variants"]):
             raise OverlayError(f"--set {key}: not a key of params.yaml")
         overrides.pop(key, None)          # last given wins, and keeps its place at the end
         overrides[key] = value
@@ -165,7 +157,7 @@ def set_param_args(overrides: dict[str, Any], params: dict[str, Any]) -> list[st
     """The `--set-param` arguments of `dvc exp run`: `+key=...` adds a key params.yaml lacks."""
     args = []
     for key, value in overrides.items():
-        plus = "" if _has_key(params, key) else "+"
+        plus = "" if has_key(params, key) else "+"
         args += ["--set-param", f"{plus}{key}={hydra_value(value, key)}"]
     return args
 

@@ -42,6 +42,11 @@ def stage_values(params: Mapping[str, Any], keys: Iterable[str]) -> dict[str, An
     return {k: v for k in keys if (v := lookup(params, k)) is not _ABSENT}
 
 
+def has_key(params: Mapping[str, Any], key: str) -> bool:
+    """Whether the dotted key is in params (its value may be null)."""
+    return lookup(params, key) is not _ABSENT
+
+
 def locked_values(lock: Mapping[str, Any] | None, stage: str, params_file: str = "params.yaml") -> dict | None:
     """The params values dvc.lock records for a DVC stage (None if it records none)."""
     entry = ((lock or {}).get("stages") or {}).get(stage) or {}
