@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import torch
 
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
 from aqa.evaluate.floor import action_type_floor, difficulty_floor
+from aqa.evaluate.sap_masks import (BEST as MASK_BEST, mask_scores, overlay_pngs, predicts_masks, protocol_frames,
+                                    reference_scores)
 from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, votes_metrics
 from aqa.io import atomic_path, write_json_atomic
 from aqa.models.registry import is_pairwise as is_pairwise_method
@@ -38,15 +41,18 @@ from aqa.train.tracking import ROLE, Tracker, source_tags
 
 log = logging.getLogger(__name__)
 
-# Paper protocol: the direction in which each metric is best.
-BEST = {"rho": max, "rl2_x100": min, "l2": min, "aiou50": max, "aiou75": max}
+OVERLAY_DIVES = 2    # test dives whose predicted masks MLflow shows over their frames (4 frames each)
+
+# Paper protocol: the direction in which each metric is best (FineParser's mask metrics too,
+# each its own best over epochs, as the reference's runner).
+BEST = {"rho": max, "rl2_x100": min, "l2": min, "aiou50": max, "aiou75": max, **MASK_BEST}
 
 
 def report_metrics(m: dict[str, float]) -> dict[str, float]:
     """Metrics in the report's units: rl2 x 100; aiou as fractions in [0, 1]."""
     rl2 = m.get("rl2")  # null in a history file where it was NaN (a split with one score)
     out = {"rho": m["rho"], "rl2_x100": None if rl2 is None else 100.0 * rl2, "l2": m["l2"]}
-    out.update({k: m[k] for k in ("aiou50", "aiou75") if k in m})
+    out.update({k: m[k] for k in ("aiou50", "aiou75", *MASK_BEST) if k in m})
     return out
 
 
@@ -117,6 +123,7 @@ class SeedResult:
     gt: dict[str, float] | None              # honest metrics with ground-truth transitions, main M
     predictions: pd.DataFrame
     checkpoint: dict[str, Any]
+    masks: list[np.ndarray] | None = None    # SAP's predicted masks of the first test dives (overlays)
 
 
 def retrain_advice(variant: str, seed_dir: Path) -> str:
@@ -175,7 +182,11 @@ def evaluate_seed(data: DiveData, best: dict[str, Any], *, mode: str, counts: li
                         transitions="gt", amp=amp, encoded=enc["gt"])
         gt = report_metrics(votes_metrics(gt_votes, data, test))
         preds["predicted_gt"] = gt_votes.pred.astype(float)
-    return SeedResult(honest=by_m[m_main], by_m=by_m, gt=gt, predictions=preds, checkpoint=best)
+    honest, kept = by_m[m_main], None
+    if predicts_masks(model):   # FineParser's SAP: the test queries' masks (docs/METHODS.md "Mask metrics")
+        scores, kept, _ = mask_scores(model, data, test, batch_size=eval_cfg["batch_size"], keep=OVERLAY_DIVES)
+        honest = {**honest, **scores}
+    return SeedResult(honest=honest, by_m=by_m, gt=gt, predictions=preds, checkpoint=best, masks=kept)
 
 
 def _pairs(settings: dict[str, Any]) -> list[list[Any]]:
@@ -222,6 +233,10 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     direct = not is_pairwise_method(spec.method)
     per_seed, gt_seeds = [], []
     source = source_tags(f"aqa evaluate {spec.name}")
+    test_rows = split_rows(data, params["train"])[2]
+    frames = None   # the test dives' protocol frames: FineParser's mask references and overlays
+    if spec.method == "fineparser" and next(iter(trained.values()))["config"]["model_kwargs"].get("use_sap", True):
+        frames = _protocol_frames(data, test_rows, features_dir, frames_root)
     for seed, seed_dir in seed_dirs.items():
         res = evaluate_seed(data, trained[seed], mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)
         history = histories[seed]
@@ -235,8 +250,11 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         per_seed.append(entry)
         if res.gt is not None:
             gt_seeds.append({"seed": seed, "honest": res.gt, "paper": paper_metrics(history, "test_gt")})
-        _track(tracker, spec.name, seed, entry, gt_seeds[-1] if res.gt is not None else None, pred_path,
-               read_run_info(seed_dir).get("mlflow_run_id"), eval_cfg, data, source)
+        with tempfile.TemporaryDirectory(prefix="aqa-overlays-") as tmp:
+            overlays = [] if res.masks is None else overlay_pngs(
+                frames[:len(res.masks)], res.masks, data.dives["key"].to_numpy()[test_rows][:len(res.masks)], tmp)
+            _track(tracker, spec.name, seed, entry, gt_seeds[-1] if res.gt is not None else None, pred_path,
+                   read_run_info(seed_dir).get("mlflow_run_id"), eval_cfg, data, source, overlays)
         log.info("%s seed %d: honest rho %.4f, paper rho %.4f", variant, seed, entry["honest"]["rho"],
                  entry["paper"].get("rho", float("nan")))
     result = {
@@ -259,6 +277,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         "per_seed": per_seed,
         "units": "rl2_x100 = R-l2 x 100; aiou50/aiou75 are fractions in [0, 1]; std over seeds (ddof=1)",
     })
+    if frames is not None:   # the trivial references on the same test dives and ground truth
+        result["mask_references"] = reference_scores(data, test_rows, frames, batch_size=eval_cfg["batch_size"])
     if gt_seeds:
         result["gt_transitions"] = {"honest": summarize([e["honest"] for e in gt_seeds]),
                                     "paper": summarize([e["paper"] for e in gt_seeds]), "per_seed": gt_seeds}
@@ -272,11 +292,22 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     return result
 
 
+def _protocol_frames(data: DiveData, rows: np.ndarray, features_dir: str | Path,
+                     frames_root: str | Path | None) -> list[np.ndarray]:
+    """The protocol frames (centre crop, the cache's protocol) of the dives `rows`."""
+    if frames_root is None:
+        raise CheckpointError("FineParser's mask references and overlays read the frames: give them "
+                              "(aqa evaluate --frames data/interim/frames/<dataset>)")
+    protocol = json.loads((Path(features_dir) / "manifest.json").read_text())["protocol"]
+    return protocol_frames(data.dives.iloc[rows], frames_root, protocol)
+
+
 def _track(tracker: Tracker, variant: str, seed: int, entry: dict[str, Any], gt: dict[str, Any] | None,
            pred_path: Path, train_run_id: str | None, eval_cfg: dict[str, Any], data: DiveData,
-           source: dict[str, str]) -> None:
+           source: dict[str, str], overlays: list[Path] = ()) -> None:
     """The seed's evaluation run, nested under its training run (its id from the side file
-    run.json); re-evaluating updates that run (found by its tags) rather than adding one."""
+    run.json); re-evaluating updates that run (found by its tags) rather than adding one.
+    `overlays`: PNGs of SAP's predicted masks over test frames (FineParser), under mask_overlays/."""
     key = {ROLE: "evaluation", "variant": variant, "seed": str(seed)}
     tags = {"dvc_stage": f"evaluate@{variant}", "feature_fingerprint": data.fingerprint,
             "annotations_sha256": data.annotations_digest, "protocol": "honest+paper", **source}
@@ -284,6 +315,8 @@ def _track(tracker: Tracker, variant: str, seed: int, entry: dict[str, Any], gt:
                                     params={"evaluate": eval_cfg, "variant": variant})
     tracker.log_metrics(run_id, _protocol_metrics(entry, gt))
     tracker.log_artifact(run_id, pred_path)
+    for path in overlays:
+        tracker.log_artifact(run_id, path, artifact_path="mask_overlays")
     tracker.finish(run_id)
 
 

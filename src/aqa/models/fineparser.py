@@ -53,6 +53,9 @@ TRAIN_CUTS = ("gt", "pred")
 
 @dataclass
 class FineParserConfig:
+    # the row of Tables 3-5 this config is (aqa.models.fineparser_ablations; registry.make_config
+    # applies its settings under the explicit ones); recorded, not read by the model
+    ablation: str = "table3_E"
     sap: SAPConfig = field(default_factory=SAPConfig)
     psnet: PSNetConfig = field(default_factory=PSNetConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -73,6 +76,9 @@ class FineParserConfig:
     train_cuts: str = "gt"
     focal_alpha: float | None = None
     focal_gamma: float = 2.0
+    # SAP's focal loss on the masks; false on a dataset without masks (MTL-AQA: set from
+    # aqa.data.datasets' `masks` by aqa.train.run.model_kwargs), where SAP trains through the gate alone
+    mask_loss: bool = True
     step_weights: tuple[float, ...] = (3.0, 5.0, 2.0)
     regressor_hidden: tuple[int, ...] = (256, 64)
     # the protocol's snippets; frames normalisation (T0/T1 SAP from frames)
@@ -114,6 +120,22 @@ class FineParserModel(PairwiseModel):
             decoder=cfg.decoder, regressor_hidden=cfg.regressor_hidden, step_weights=cfg.step_weights,
             lambda_norm=cfg.lambda_norm, stream_mean=cfg.stream_mean,
             decoder_sharing=cfg.decoder_sharing), streams)
+
+    def lr_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The optimiser groups of FINEPARSER.md 4.1 (each at params train.lr, 1e-3 as the code's
+        base lr), over the trainable parameters: SAP (its trunk top and side branches), PSNet
+        (TAP's S), the SVE projections, and FineReg with C_channel. TAP's I3D (`backbone`, only
+        with train.backbone finetune) is not here: aqa.train.loop.make_optimizer gives it
+        lr_backbone (1e-4, the code's 1e-3 x 0.1)."""
+        parts = {"sap": [self.sap], "psnet": [self.psnet],
+                 "sve": [getattr(self, "sve_proj", None)],
+                 "finereg": [self.finereg, getattr(self, "c_channel", None)]}
+        out = {}
+        for name, modules in parts.items():
+            params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+            if params:
+                out[name] = params
+        return out
 
     # ------------------------------------------------------------------ SAP
 
@@ -163,7 +185,7 @@ class FineParserModel(PairwiseModel):
             shared.update(seg=seg, pred_transitions=pred - 1)
         else:
             pred = uniform_boundaries(b, self.cfg.num_frames, f.device)   # no TAP: equal thirds
-        if self.training:
+        if self.training and self.cfg.mask_loss:
             shared.update({f"mask{i}": o for i, o in enumerate(masks)})
         out = {}
         for mode in modes:

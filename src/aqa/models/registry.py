@@ -24,6 +24,7 @@ from aqa.models.core import CoReConfig, CoReModel, core_pool_settings
 from aqa.models.decoder import DecoderConfig
 from aqa.models.direct import I3DMLPConfig, I3DMLPModel
 from aqa.models.fineparser import FineParserConfig, FineParserModel
+from aqa.models.fineparser_ablations import ablation_config
 from aqa.models.psnet import PSNetConfig
 from aqa.models.sap import SAPConfig
 from aqa.models.tsa import FRConfig, FRModel, FSRConfig, FSRModel, TSAConfig, TSAModel
@@ -113,6 +114,8 @@ def make_config(method: str, **cfg: Any):
     """The method's config dataclass: its preset, then `cfg` (unknown keys raise TypeError)."""
     spec = _method(method)
     values = {**spec.preset, **cfg}
+    if spec.config is FineParserConfig and "ablation" in values:   # a row of Tables 3-5: its settings
+        values = {**ablation_config(values["ablation"]), **values}  # under the explicit ones
     unknown = set(values) - config_fields(method)
     if unknown:
         raise TypeError(f"{method}: unknown config keys {sorted(unknown)}; "

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
+from aqa.evaluate.sap_masks import mask_scores, predicts_masks
 from aqa.evaluate.voting import amp_dtype, autocast_for, evaluate_rows, shared_encodings
 from aqa.io import write_json_atomic
 from aqa.logs import num
@@ -33,6 +34,7 @@ from aqa.train.data import DiveData, uses_maps
 from aqa.train.distributed import SINGLE, Ranks
 from aqa.train.exemplars import epoch_rng, sample_train_exemplars
 from aqa.train.resume import BEST, CHECKPOINT, HISTORY, resumable_checkpoint, training_inputs
+from aqa.train.sap_init import init_sap, needs_kinetics
 
 if TYPE_CHECKING:   # MLflow is imported by process 0 alone (the others do not track; it takes seconds)
     from aqa.train.tracking import Tracker
@@ -90,14 +92,21 @@ def build(config: dict[str, Any], device: torch.device, data: DiveData | None = 
 
 
 def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam; lr for the heads, lr_backbone for a backbone with trainable parameters (none when cached)."""
+    """Adam; lr for the heads, lr_backbone for a backbone with trainable parameters (none when cached).
+    A model with `lr_groups()` (FineParser: sap, psnet, sve, finereg; FINEPARSER.md 4.1) has one
+    named group per part at lr, and its remaining trainable heads (if any) in a group "heads"."""
     backbone = getattr(model, "backbone", None)
     bb = [p for p in backbone.parameters() if p.requires_grad] if backbone is not None else []
     bb_ids = {id(p) for p in bb}
     heads = [p for p in model.parameters() if p.requires_grad and id(p) not in bb_ids]
-    groups = [{"params": heads, "lr": train_cfg["lr"]}]
+    named = model.lr_groups() if callable(getattr(model, "lr_groups", None)) else {}
+    groups = [{"params": ps, "lr": train_cfg["lr"], "name": name} for name, ps in named.items()]
+    grouped = {id(p) for ps in named.values() for p in ps}
+    rest = [p for p in heads if id(p) not in grouped]
+    if rest or not groups:
+        groups.insert(0, {"params": rest, "lr": train_cfg["lr"], "name": "heads"})
     if bb:
-        groups.append({"params": bb, "lr": train_cfg["lr_backbone"]})
+        groups.append({"params": bb, "lr": train_cfg["lr_backbone"], "name": "backbone"})
     return torch.optim.Adam(groups, weight_decay=train_cfg["weight_decay"])
 
 
@@ -211,6 +220,8 @@ def evaluate_epoch(model: torch.nn.Module, data: DiveData, pool_rows: np.ndarray
     out = {"val": evaluate_rows(model, data, val_rows, pool_rows, encoded=enc["pred"], **ev)[0]
            if val_rows.size else {},
            "test": evaluate_rows(model, data, test_rows, pool_rows, encoded=enc["pred"], **ev)[0]}
+    if predicts_masks(model):     # FineParser's SAP: its test masks per epoch (the paper protocol's best)
+        out["test"].update(mask_scores(model, data, test_rows, batch_size=ev["batch_size"])[0])
     if "aiou50" in out["test"]:   # the method predicts transitions: also test with ground truth (TSA-dagger)
         out["test_gt"] = evaluate_rows(model, data, test_rows, pool_rows, transitions="gt", encoded=enc["gt"],
                                        **ev)[0]
@@ -219,7 +230,8 @@ def evaluate_epoch(model: torch.nn.Module, data: DiveData, pool_rows: np.ndarray
 
 def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np.ndarray,
                test_rows: np.ndarray, seed_dir: str | Path, tracker: Tracker | None = None, *,
-               max_epochs: int | None = None, ranks: Ranks = SINGLE) -> list[dict[str, Any]]:
+               max_epochs: int | None = None, ranks: Ranks = SINGLE,
+               weights_path: str | Path | None = None) -> list[dict[str, Any]]:
     """Train (or resume, or skip when finished) one seed; return its per-epoch history.
 
     Writes seed_dir/{checkpoint.pt, history.json, best_val.pt} (DVC-hashed, the same bytes for
@@ -227,6 +239,8 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     `max_epochs` stops after that many epochs in this call (a stand-in for a killed job; the
     next call resumes). Under torchrun (`ranks`) every process trains its share; process 0 alone
     evaluates and writes (the others get no tracker), and every process returns its history.
+    A model with a SAP (FineParser) starts its SAP trunk from the Kinetics I3D at `weights_path`
+    (verified against fetch_i3d's manifest); a resumed one gets it back from the checkpoint.
     """
     seed_dir = Path(seed_dir)
     ensure_writable(seed_dir)
@@ -244,6 +258,8 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     info = {"made_from": sha256_json(inputs), "mlflow_run_id": None, "seconds": []}
     state = resumable_checkpoint(seed_dir, config, inputs, device, f"{run.variant} seed {run.seed}")
     ranks.agree(state and (state["epoch"], bool(state.get("finished"))), "the checkpoint's (epoch, finished)")
+    if state is None and needs_kinetics(model):
+        init_sap(model, weights_path, f"variant {run.variant}")
     if state is not None:
         history, start = state["history"], state["epoch"]
         if state.get("finished"):

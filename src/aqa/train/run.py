@@ -76,6 +76,8 @@ def model_kwargs(spec: VariantSpec, data: DiveData, pool: np.ndarray) -> dict[st
     kwargs = dict(spec.model_cfg)
     if spec.method == "fr_dn":   # the dive-number embedding needs the number of action types
         kwargs.setdefault("num_actions", len(data.action_names))
+    if spec.method == "fineparser":   # no mask loss on a dataset without masks (MTL-AQA; docs/METHODS.md)
+        kwargs.setdefault("mask_loss", dataset_masks(data))
     pool_dives = data.dives.iloc[np.asarray(pool)]   # the annotation's float64 values, not the tensors' float32
     try:
         implied = variant_settings(spec.method, spec.mode, score=pool_dives["dive_score"].to_numpy(np.float64),
@@ -84,6 +86,16 @@ def model_kwargs(spec: VariantSpec, data: DiveData, pool: np.ndarray) -> dict[st
     except ValueError as exc:   # e.g. CoRe w/ DN on a pool where no action type has two dives
         raise VariantError(f"{spec.name}: {exc}") from None
     return {**implied, **kwargs}
+
+
+def dataset_masks(data: DiveData) -> bool:
+    """Whether the dataset of `data` has human masks (aqa.data.datasets: FineDiving-HM yes, MTL-AQA no)."""
+    from aqa.data.datasets import dataset_spec
+
+    dataset = getattr(data, "dataset", None)   # set by load_data
+    if dataset is None:
+        raise ValueError("the dives' dataset is unknown (load the data with aqa.train.run.load_data)")
+    return dataset_spec(dataset).masks
 
 
 def seed_run(spec: VariantSpec, params: dict[str, Any], seed: int, data: DiveData, pool: np.ndarray) -> SeedRun:
@@ -117,9 +129,12 @@ def load_data(train_cfg: dict[str, Any], dives_parquet: str | Path, features_dir
     if train_cfg["backbone"] == "finetune":
         from aqa.train.frames import load_frame_data
 
-        return load_frame_data(dives_parquet, features_dir, frames_root, weights_path, device,
+        data = load_frame_data(dives_parquet, features_dir, frames_root, weights_path, device,
                                num_workers=train_cfg["num_workers"])
-    return load_dive_data(dives_parquet, features_dir, device)
+    else:
+        data = load_dive_data(dives_parquet, features_dir, device)
+    data.dataset = dataset_name(dives_parquet)   # which decides, e.g., FineParser's mask loss
+    return data
 
 
 def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str | Path, out_dir: str | Path,
@@ -174,7 +189,7 @@ def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str |
         if ranks.distributed:
             run.tags["processes"] = str(ranks.world_size)
         out[seed] = train_seed(run, data, pool, val, test, Path(out_dir) / f"seed{seed}", tracker,
-                               max_epochs=max_epochs, ranks=ranks)
+                               max_epochs=max_epochs, ranks=ranks, weights_path=weights_path)
     if max_epochs is None and ranks.main:
         remove_unlisted_seeds(out_dir, train_cfg["seeds"])
     return out
