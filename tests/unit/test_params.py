@@ -195,7 +195,8 @@ def test_table4_variant_must_be_a_trained_variant(repo_params):
     p = copy.deepcopy(repo_params)
     p["make_report"]["table4_variant"] = "nonexistent"
     assert ("make_report.table4_variant = 'nonexistent' is not a key of train.variants "
-            "(fr, fr_asym, fr_dn, fsr, tsa, i3d_mlp, usdl, musdl, core)") in _refused(p)
+            "(fr, fr_asym, fr_dn, fsr, tsa, i3d_mlp, usdl, musdl, core, fineparser, fp_table3_a, fp_table3_b, "
+            "fp_table3_c, fp_table3_d, fp_sve2, fp_sve8, fp_resnet34)") in _refused(p)
 
 
 def test_real_masks_need_the_real_frames(repo_params):
@@ -229,8 +230,10 @@ def test_variant_model_settings_are_checked_before_training(repo_params):
     p = copy.deepcopy(repo_params)
     p["extract_features"].update(num_frames=100)
     p["convert_annotations"].update(num_frames=100)
+    fp = [v for v in p["train"]["variants"] if p["train"]["variants"][v]["method"] == "fineparser"]
     assert variant_errors(p) == ["train.variants.fsr: PSNet has 96 frame slots, convert_annotations.num_frames = 100",
-                                 "train.variants.tsa: PSNet has 96 frame slots, convert_annotations.num_frames = 100"]
+                                 "train.variants.tsa: PSNet has 96 frame slots, convert_annotations.num_frames = 100"] + [
+        f"train.variants.{v}: PSNet has 96 frame slots, convert_annotations.num_frames = 100" for v in fp]
 
 
 def test_baseline_variants_and_their_own_training_settings(repo_params):
@@ -273,7 +276,8 @@ def test_dataset_variant_lists_name_defined_variants_of_running_datasets(repo_pa
     p = copy.deepcopy(repo_params)
     p["datasets"]["variants"]["mtl_aqa"] = ["fr", "usdl_typo"]
     assert ("datasets.variants.mtl_aqa: 'usdl_typo' not a key of train.variants (fr, fr_asym, fr_dn, fsr, tsa, i3d_mlp, "
-            "usdl, musdl, core)"
+            "usdl, musdl, core, fineparser, fp_table3_a, fp_table3_b, fp_table3_c, fp_table3_d, fp_sve2, fp_sve8, "
+            "fp_resnet34)"
             in _refused(p))
     p = copy.deepcopy(repo_params)
     p["datasets"]["run"] = ["finediving"]
