@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 # The source files (relative to the aqa package) whose content decides each stage's result.
-TRAIN_CODE = ("models", "train", "evaluate/voting.py", "evaluate/direct.py", "metrics.py")
+TRAIN_CODE = ("models", "train", "evaluate/voting.py", "evaluate/direct.py", "evaluate/sap_masks.py",
+              "evaluate/mask_metrics.py", "metrics.py")
 EVALUATE_CODE = ("models", "train", "evaluate", "metrics.py")
 
 # Keys of params.train that no training reads (the stage list and the CLI loader's worker count);

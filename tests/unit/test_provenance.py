@@ -32,7 +32,8 @@ def test_annotations_digest_follows_the_content_not_the_bytes(tmp_path):
 
 def test_code_fingerprint_is_relative_and_covers_the_named_parts():
     train = code_fingerprint()
-    assert train == code_fingerprint(("models", "train", "evaluate/voting.py", "evaluate/direct.py", "metrics.py"))
+    assert train == code_fingerprint(("models", "train", "evaluate/voting.py", "evaluate/direct.py",
+                                      "evaluate/sap_masks.py", "evaluate/mask_metrics.py", "metrics.py"))
     assert train != code_fingerprint(("models", "train", "evaluate", "metrics.py"))
     assert len(train) == 64
 

@@ -96,7 +96,7 @@ STAGE_CODE = {
     "extract_features": ["src/aqa/features", "src/aqa/models/i3d.py", "src/aqa/models/i3d_weights.py",
                          "workflow/rules/features.smk"],
     "train": ["src/aqa/models", "src/aqa/train", "src/aqa/evaluate/voting.py", "src/aqa/evaluate/direct.py",
-              "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
+              "src/aqa/evaluate/sap_masks.py", "src/aqa/evaluate/mask_metrics.py", "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
     "evaluate": ["src/aqa/evaluate", "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
     "make_report": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk"],
     "make_figures": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk"],
