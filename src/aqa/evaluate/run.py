@@ -25,7 +25,7 @@ import torch
 
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
 from aqa.evaluate.floor import action_type_floor, difficulty_floor
-from aqa.evaluate.sap_masks import (BEST as MASK_BEST, mask_scores, overlay_pngs, predicts_masks, protocol_frames,
+from aqa.evaluate.sap_masks import (BEST as MASK_BEST, MaskFramesError, mask_scores, overlay_pngs, predicts_masks, protocol_frames,
                                     reference_scores)
 from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, votes_metrics
 from aqa.io import atomic_path, write_json_atomic
@@ -296,7 +296,7 @@ def _protocol_frames(data: DiveData, rows: np.ndarray, features_dir: str | Path,
                      frames_root: str | Path | None) -> list[np.ndarray]:
     """The protocol frames (centre crop, the cache's protocol) of the dives `rows`."""
     if frames_root is None:
-        raise CheckpointError("FineParser's mask references and overlays read the frames: give them "
+        raise MaskFramesError("FineParser's mask references and overlays read the frames: give them "
                               "(aqa evaluate --frames data/interim/frames/<dataset>)")
     protocol = json.loads((Path(features_dir) / "manifest.json").read_text())["protocol"]
     return protocol_frames(data.dives.iloc[rows], frames_root, protocol)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from aqa.errors import AqaError
 from aqa.evaluate import mask_metrics as M
 
 # summary key of aqa.evaluate.mask_metrics.summarise -> the metrics JSON's flat key
@@ -24,6 +25,10 @@ KEYS = {"mae": "mask_mae", "fbeta_adaptive": "mask_fbeta", "fbeta_max": "mask_fb
 # the paper protocol's direction of each (best over epochs, as aqa.evaluate.run.BEST)
 BEST = {"mask_mae": min, "mask_fbeta": max, "mask_fbeta_max": max, "mask_smeasure": max,
         "mask_iou": max, "mask_f1": max, "mask_f2": max}
+
+
+class MaskFramesError(AqaError):
+    """The evaluation of a model with a SAP without the frames its references and overlays read."""
 
 
 def predicts_masks(model: torch.nn.Module) -> bool:

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from aqa.evaluate import mask_metrics as M
 from aqa.evaluate.run import evaluate_variant
+from aqa.evaluate.sap_masks import MaskFramesError
 from aqa.models.i3d_weights import load_verified_weights
 from aqa.models.registry import build_model
 from aqa.train.checkpoint import load_checkpoint
@@ -121,6 +122,12 @@ def test_evaluate_writes_mask_metrics_references_and_overlays(data_dir, tiny_par
     params = _params(tiny_params)
     _train(data_dir, params, tmp_path / "m")
     metrics_path = tmp_path / "metrics.json"
+    where = dict(models_dir=tmp_path / "m", features_dir=data_dir["features"], dives_parquet=data_dir["dives"],
+                 metrics_path=metrics_path, predictions_dir=tmp_path / "pred", params=params,
+                 tracking_uri=data_dir["mlflow"])
+    with pytest.raises(MaskFramesError, match="--frames"):   # refused before anything is written
+        evaluate_variant("fineparser-dn", **where, frames_root=None)
+    assert not metrics_path.exists() and not (tmp_path / "pred").exists()
     evaluate_variant("fineparser-dn", models_dir=tmp_path / "m", features_dir=data_dir["features"],
                      dives_parquet=data_dir["dives"], metrics_path=metrics_path,
                      predictions_dir=tmp_path / "pred", params=params, tracking_uri=data_dir["mlflow"],
