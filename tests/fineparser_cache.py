@@ -60,7 +60,7 @@ class AdditionsData(DiveData):
         return out
 
 
-def load_with_additions(dives_parquet, features_dir, device="cpu") -> AdditionsData:
+def load_with_additions(dives_parquet, features_dir, device="cpu", cache_keys=()) -> AdditionsData:
     """load_dive_data plus the additions (stands in for helper B's loader)."""
     data = load_dive_data(dives_parquet, features_dir, device)
     crop = int(json.loads((Path(features_dir) / MANIFEST).read_text())["protocol"]["crop"])

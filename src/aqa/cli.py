@@ -209,7 +209,8 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
 @click.option("--frames", "frames_root", type=EXISTING, default=None,
               help="Frames root <video>/<idx>/*.jpg (read with train.backbone: finetune).")
 @click.option("--weights", "weights_path", type=EXISTING, default=None,
-              help="I3D state dict (.pt) to fine-tune (train.backbone: finetune).")
+              help="fetch_i3d's Kinetics I3D (.pt): fine-tuned with train.backbone: finetune; FineParser's "
+              "SAP trunk starts from it.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
               "or sqlite:///mlflow.db).")
 def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, frames_root, weights_path,
@@ -233,7 +234,8 @@ def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_d
 @click.option("--predictions", "predictions_dir", type=PATH, required=True,
               help="Output folder of per-dive predictions (Parquet, one per seed).")
 @click.option("--frames", "frames_root", type=EXISTING, default=None,
-              help="Frames root <video>/<idx>/*.jpg (read with train.backbone: finetune).")
+              help="Frames root <video>/<idx>/*.jpg (read with train.backbone: finetune, and for "
+              "FineParser's mask references and overlays).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
 def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives_parquet, metrics_path,
                  predictions_dir, frames_root, tracking_uri):

@@ -25,7 +25,7 @@ import torch
 
 from aqa.evaluate.direct import is_pairwise, prediction_metrics, predict_rows
 from aqa.evaluate.floor import action_type_floor, difficulty_floor
-from aqa.evaluate.sap_masks import (BEST as MASK_BEST, MaskFramesError, mask_scores, overlay_pngs, predicts_masks, protocol_frames,
+from aqa.evaluate.sap_masks import (BEST as MASK_BEST, MaskFramesError, config_predicts_masks, mask_scores, overlay_pngs, predicts_masks, protocol_frames,
                                     reference_scores)
 from aqa.evaluate.voting import Votes, exemplar_rows, shared_encodings, vote, votes_metrics
 from aqa.io import atomic_path, write_json_atomic
@@ -35,7 +35,8 @@ from aqa.train.checkpoint import CheckpointError, load_checkpoint, read_run_info
 from aqa.train.data import DiveData
 from aqa.train.loop import build, resolve_device
 from aqa.train.resume import BEST as BEST_VAL, HISTORY, stale_reason, training_inputs
-from aqa.train.run import VariantSpec, dataset_name, load_data, parse_variant, seed_run, split_rows
+from aqa.train.run import (VariantSpec, dataset_name, load_data, parse_variant, seed_run, split_rows,
+                           variant_cache_keys)
 from aqa.train.mlflow_model import register_best, registered_name
 from aqa.train.tracking import ROLE, Tracker, source_tags
 
@@ -221,7 +222,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     counts = sorted(set(params["make_report"]["exemplar_counts"]) | {m_main})
     device = resolve_device(params["train"]["device"])
     # with train.backbone finetune: the frames (the fine-tuned I3D's weights are in the checkpoints)
-    data = load_data(params["train"], dives_parquet, features_dir, device, frames_root=frames_root)
+    data = load_data(params["train"], dives_parquet, features_dir, device, frames_root=frames_root,
+                     cache_keys=variant_cache_keys(spec, dives_parquet))
     seed_dirs = {seed: models_dir / f"seed{seed}" for seed in params["train"]["seeds"]}
     # every model checked before anything is written
     trained = {seed: load_trained(spec, params, data, seed, d, device) for seed, d in seed_dirs.items()}
@@ -235,7 +237,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     source = source_tags(f"aqa evaluate {spec.name}")
     test_rows = split_rows(data, params["train"])[2]
     frames = None   # the test dives' protocol frames: FineParser's mask references and overlays
-    if spec.method == "fineparser" and next(iter(trained.values()))["config"]["model_kwargs"].get("use_sap", True):
+    if config_predicts_masks(spec.method, next(iter(trained.values()))["config"]["model_kwargs"]):
         frames = _protocol_frames(data, test_rows, features_dir, frames_root)
     for seed, seed_dir in seed_dirs.items():
         res = evaluate_seed(data, trained[seed], mode=spec.mode, counts=counts, eval_cfg=eval_cfg, device=device)

@@ -32,8 +32,20 @@ class MaskFramesError(AqaError):
 
 
 def predicts_masks(model: torch.nn.Module) -> bool:
-    """True for a model with a SAP (FineParser, every ablation but Table 3's B, C, D)."""
-    return callable(getattr(model, "predict_masks", None)) and getattr(model, "sap", None) is not None
+    """True for a model with a SAP (FineParser, every ablation but Table 3's B, C, D) on a dataset
+    with masks (its `mask_loss`; MTL-AQA has none to score against)."""
+    return (callable(getattr(model, "predict_masks", None)) and getattr(model, "sap", None) is not None
+            and bool(getattr(model.cfg, "mask_loss", True)))
+
+
+def config_predicts_masks(method: str, model_kwargs: dict[str, Any]) -> bool:
+    """`predicts_masks` of the model `build_model(method, **model_kwargs)` would make, without building it."""
+    if method != "fineparser":
+        return False
+    from aqa.models.registry import make_config
+
+    cfg = make_config(method, **model_kwargs)
+    return bool(cfg.use_sap and cfg.mask_loss)
 
 
 def flat(summary: dict[str, float]) -> dict[str, float]:

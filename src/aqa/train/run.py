@@ -98,6 +98,18 @@ def dataset_masks(data: DiveData) -> bool:
     return dataset_spec(dataset).masks
 
 
+def variant_cache_keys(spec: VariantSpec, dives_parquet: str | Path) -> tuple[str, ...]:
+    """The feature cache's additions the variant's model reads (its `cache_keys`: FineParser's
+    mixed4f / sve / masks as its settings need them; () for the other methods)."""
+    from aqa.data.datasets import dataset_spec
+    from aqa.models.registry import build_model
+
+    if spec.method != "fineparser":
+        return ()
+    kwargs = {"mask_loss": dataset_spec(dataset_name(dives_parquet)).masks, **spec.model_cfg}
+    return tuple(getattr(build_model(spec.method, **kwargs), "cache_keys", ()) or ())
+
+
 def seed_run(spec: VariantSpec, params: dict[str, Any], seed: int, data: DiveData, pool: np.ndarray) -> SeedRun:
     """One seed's training as params define it (evaluate rebuilds it to check a model's config);
     the variant's `train:` settings replace params.train's."""
@@ -123,16 +135,19 @@ def split_rows(data: DiveData, train_cfg: dict[str, Any]) -> tuple[np.ndarray, n
 
 
 def load_data(train_cfg: dict[str, Any], dives_parquet: str | Path, features_dir: str | Path, device, *,
-              frames_root: str | Path | None = None, weights_path: str | Path | None = None) -> DiveData:
+              frames_root: str | Path | None = None, weights_path: str | Path | None = None,
+              cache_keys: tuple[str, ...] = ()) -> DiveData:
     """The dives as the backbone of params train.backbone reads them: cached features, or (finetune)
-    the frames of the cache's protocol (aqa.train.frames; `weights_path` only to train)."""
+    the frames of the cache's protocol (aqa.train.frames; `weights_path` only to train).
+    `cache_keys`: the feature cache's additions the variant's batches carry (FineParser's:
+    `variant_cache_keys`)."""
     if train_cfg["backbone"] == "finetune":
         from aqa.train.frames import load_frame_data
 
         data = load_frame_data(dives_parquet, features_dir, frames_root, weights_path, device,
                                num_workers=train_cfg["num_workers"])
     else:
-        data = load_dive_data(dives_parquet, features_dir, device)
+        data = load_dive_data(dives_parquet, features_dir, device, **({"cache_keys": cache_keys} if cache_keys else {}))
     data.dataset = dataset_name(dives_parquet)   # which decides, e.g., FineParser's mask loss
     return data
 
@@ -169,7 +184,7 @@ def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str |
     if train_cfg["backbone"] == "finetune" and weights_path is None:
         raise VariantError("train.backbone is finetune: training needs the I3D weights (aqa train --weights)")
     data = load_data(train_cfg, dives_parquet, features_dir, device, frames_root=frames_root,
-                     weights_path=weights_path)
+                     weights_path=weights_path, cache_keys=variant_cache_keys(spec, dives_parquet))
     if needs_step_labels(spec.method) and bool((data.transitions < 0).all()):
         raise VariantError(f"variant {variant!r}: method {spec.method} learns the step transitions, and "
                            f"{dives_parquet} has none (no step labels, e.g. MTL-AQA)")

@@ -99,6 +99,13 @@ def test_sap_starts_from_the_kinetics_weights_and_refuses_without_them(data_dir,
     # an ablation without SAP needs no weights
     _train(data_dir, _params(tiny_params), tmp_path / "c", variant="fp_table3_c-dn", weights_path=None)
     assert (tmp_path / "c" / "seed0" / "best_val.pt").is_file()
+    # ... and, without masks to predict, its evaluation reads no frames and writes no mask metrics
+    result = evaluate_variant("fp_table3_c-dn", models_dir=tmp_path / "c", features_dir=data_dir["features"],
+                              dives_parquet=data_dir["dives"], metrics_path=tmp_path / "c.json",
+                              predictions_dir=tmp_path / "pc", params=_params(tiny_params),
+                              tracking_uri=data_dir["mlflow"], frames_root=None)
+    assert "mask_references" not in result and not any(k.startswith("mask") for k in result["honest"])
+    assert dict(result["model_settings"])["ablation"] == "table3_C" and "aiou50" in result["honest"]
 
 
 def test_killed_training_resumes_to_the_uninterrupted_result(data_dir, tiny_params, loader, tmp_path):
