@@ -2,9 +2,10 @@
 SAP trunk from the Kinetics weights (and the refusal without them), resume after a kill, the mask
 metrics and references in the metrics JSON, the overlays in MLflow.
 
-Real inputs: JPEG frames, I3D weights imported as fetch_i3d does, a cache made by extract_features
-at a small protocol (32 x 32 crop), FineParser's additions in the CONTRACT's layout
-(tests/fineparser_cache.py, until helper B's writer), a real MLflow sqlite store.
+Real inputs: JPEG frames (and masks), I3D weights imported as fetch_i3d does, a cache made by
+extract_features at a small protocol (32 x 32 crop) with FineParser's additions (by the real
+writer when it is there, else in the CONTRACT's layout by tests/fineparser_cache.py), a real
+MLflow sqlite store.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from aqa.train.checkpoint import load_checkpoint
 from aqa.train.loop import make_optimizer
 from aqa.train.run import dataset_masks, model_kwargs, parse_variant, split_rows, train_variant
 from aqa.train.sap_init import SAPWeightsError, init_sap
-from fineparser_cache import add_fineparser_arrays, load_with_additions
-from frame_helpers import frames_dataset
+from fineparser_cache import HAVE_WRITER, fineparser_dataset, load_with_additions
 from train_helpers import sqlite_store
 
 # The model at full width (it reads I3D's 1024 and SVE's 512 channels), its heads small.
@@ -38,15 +38,15 @@ TINY_FP = {"method": "fineparser", "psnet": {"head_hidden": [8]}, "decoder": {"d
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, repo_params):
     folder = tmp_path_factory.mktemp("fp")
-    d = frames_dataset(folder, repo_params["extract_features"], num_dives=8)
-    add_fineparser_arrays(d["features"], d["dives"], d["frames"])
-    return {**d, "mlflow": sqlite_store(folder)}
+    return {**fineparser_dataset(folder, repo_params["extract_features"], num_dives=8),
+            "mlflow": sqlite_store(folder)}
 
 
 @pytest.fixture()
 def loader(monkeypatch):
-    # helper B's loader is not in main yet: the train / evaluate stages read the additions through this
-    monkeypatch.setattr("aqa.train.run.load_dive_data", load_with_additions)
+    # without helper B's loader the train / evaluate stages read the stand-in's additions
+    if not HAVE_WRITER:
+        monkeypatch.setattr("aqa.train.run.load_dive_data", load_with_additions)
 
 
 def _params(tiny_params, **train):
