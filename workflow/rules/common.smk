@@ -98,7 +98,8 @@ STAGE_CODE = {
     "train": ["src/aqa/models", "src/aqa/train", "src/aqa/evaluate/voting.py", "src/aqa/evaluate/direct.py",
               "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
     "evaluate": ["src/aqa/evaluate", "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
-    "make_report": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk"],
+    "make_report": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk",
+                    "src/aqa/models/fineparser_ablations.py"],
     "make_figures": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk"],
 }
 STAGE_PARAMS = {
