@@ -254,7 +254,8 @@ def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives
               help="Metrics root: <dataset>/<variant>-<mode>.json per dataset.")
 @click.option("--out", "tables_dir", type=PATH, required=True, help="Output folder of the tables.")
 def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
-    """Regenerate the paper's tables (md, csv, tex) from the metrics, published numbers beside ours."""
+    """Regenerate the papers' tables (md, csv, tex) from the metrics, published numbers beside ours:
+    FineDiving's Tables 2-4, the MTL-AQA table and FineParser's Tables 1-5."""
     from aqa.report.tables import make_report
 
     params = load_params(params_path)

@@ -67,8 +67,8 @@ TABLE5_NAMES = (("resnet18", "ResNet-18"), ("resnet34", "ResNet-34"), ("resnet50
                 ("vit_s16", "ViT-S/16"))
 # Table 5 backbones that cannot run here (docs/METHODS.md D4).
 NO_WEIGHTS = "no pretrained weights obtainable on this project's machines{width}; not a variant here"
-WIDTHS = {"resnet18": "", "resnet50": ", and its 2048-d features would need another projection than the paper's 512 -> 64",
-          "vit_s16": ", and its 384-d features would need another projection than the paper's 512 -> 64"}
+_PROJECTION = ", and its {}-d features would need another projection than the paper's 512 -> 64"
+WIDTHS = {"resnet18": "", "resnet50": _PROJECTION.format(2048), "vit_s16": _PROJECTION.format(384)}
 MTL_FINEPARSER = ("MTL-AQA annotates neither step transitions nor human masks, which FineParser's TAP and "
                   "SAP learn from; params do not train fineparser on MTL-AQA (datasets.variants.mtl_aqa)")
 NOT_IMPLEMENTED = "published (not implemented here)"

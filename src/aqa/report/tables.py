@@ -321,7 +321,9 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-_TEX = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "±": r"$\pm$", "–": "--", "rho": r"$\rho$",
+# braces first: the replacements after them write braces of their own
+_TEX = {"{": r"\{", "}": r"\}", "^": r"\^{}",
+        "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "±": r"$\pm$", "–": "--", "rho": r"$\rho$",
         "R-l2": r"R-$\ell_2$"}
 
 

@@ -9,6 +9,7 @@ import copy
 import csv
 import json
 import random
+import re
 import statistics
 
 import pytest
@@ -172,6 +173,10 @@ def test_five_tables_written_in_three_formats(report):
                                                 "SVE backbone,Result,"))
         text = tex.read_text()
         assert rf"\label{{tab:{name}}}" in text and r"\caption{FineParser Table" in text and r"$\pm$" in text
+        unescaped = re.sub(r"\\[{}]", "", text)   # LaTeX groups balance: the text's own braces escaped
+        assert unescaped.count("{") == unescaped.count("}"), name
+    assert r"beta\^{}2 = 0.3" in (report / "fineparser_table1.tex").read_text()
+    assert r"`fp\_table3\_b: \{method: fineparser" in (report / "fineparser_table3.tex").read_text()
 
 
 def test_published_numbers_exact(report):
