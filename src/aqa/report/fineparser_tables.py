@@ -143,11 +143,11 @@ def _variant_results(metrics: dict[str, dict], variant: str, modes=MODES) -> dic
 
 
 def _fp_rows(label: str, variant: str, metrics: dict[str, dict], keys: tuple[str, ...],
-             used: list[dict]) -> list[list[str]]:
+             used: list[dict], params: dict[str, Any]) -> list[list[str]]:
     """Our rows of a FineParser variant, or one not-run row saying how to run it."""
     results = _variant_results(metrics, variant)
     if not any(results.values()):
-        return [_not_run_row(label, fpv.how_to_run(variant), keys)]
+        return [_not_run_row(label, fpv.how_to_run(variant, params), keys)]
     used += [r for r in results.values() if r is not None]
     return _ours_rows(label, results, keys)
 
@@ -238,7 +238,7 @@ def table1(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
         if variant is None:
             continue
         if variant in fpv.VARIANTS:
-            rows += _fp_rows(label, variant, metrics, keys, used)
+            rows += _fp_rows(label, variant, metrics, keys, used, params)
             continue
         results = _variant_results(metrics, variant)
         used += [r for r in results.values() if r is not None]
@@ -284,7 +284,7 @@ def table3(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
         label = _row_label(f"{row}: {MODULE_NAMES[row]}", variant)
         pub, masks = FINEPARSER_MODULES[row]
         rows.append([label, "published"] + published_cells(pub, masks, keys))
-        rows += _fp_rows(label, variant, metrics, keys, used)
+        rows += _fp_rows(label, variant, metrics, keys, used, params)
     notes = (MASK_NOTE + " The paper names the modules but not how a row without TAP cuts its steps nor how "
              "a row without SAP feeds TAP: rows A-D are this project's construction (docs/METHODS.md D4: A = "
              "SAP's gate + the I3D stream in uniform thirds; B = the SVE stream in uniform thirds; C = the I3D "
@@ -301,7 +301,7 @@ def table4(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
         label = f"{duration}" + (" (the main model)" if variant == fpv.MAIN else "")
         pub, masks = FINEPARSER_STEP_DURATION[duration]
         rows.append([label, "published"] + published_cells(pub, masks, keys))
-        rows += _fp_rows(label, variant, metrics, keys, used)
+        rows += _fp_rows(label, variant, metrics, keys, used, params)
     notes = MASK_NOTE + " The I3D stream keeps its 4 snippets per step in every row."
     name = "fineparser_table4"
     return Table(name, _caption(TITLES[name], used, params, FINEDIVING_DATA, PUB.format(n=4), notes),
@@ -315,13 +315,19 @@ def table5(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
     for backbone, label in TABLE5_NAMES:
         rows.append([label, "published"] + published_cells(FINEPARSER_SVE_BACKBONE[backbone], None, keys))
         if backbone in ours_by_backbone:
-            rows += _fp_rows(label, ours_by_backbone[backbone], metrics, keys, used)
+            rows += _fp_rows(label, ours_by_backbone[backbone], metrics, keys, used, params)
         else:
             rows.append([label, f"ours: not available ({NO_WEIGHTS.format(width=WIDTHS[backbone])})"]
                         + [NA] * len(keys))
     label = "I3D-2D (ours, the default; a named deviation)"
     rows.append([label, "published (not in the paper)"] + [NA] * len(keys))
-    rows += _fp_rows(label, ours_by_backbone["i3d2d"], metrics, keys, used)
+    # the cache holds one SVE backbone's features: the main model read I3D-2D's only if it is the cache's
+    cached = params.get("extract_features", {}).get("sve_backbone", "i3d2d")
+    if cached != "i3d2d":
+        rows.append(_not_run_row(label, f"the cache's SVE features are {cached}'s (extract_features.sve_backbone), "
+                                        f"so {fpv.MAIN} read those; set it to i3d2d to fill this row", keys))
+    else:
+        rows += _fp_rows(label, ours_by_backbone["i3d2d"], metrics, keys, used, params)
     notes = ("R-l2 x 100. The paper's SVE backbone is torchvision's ImageNet ResNet-34, whose weights no "
              "registry reachable here ships: the default is the Kinetics I3D made 2D by summing each 3D "
              "kernel over time, cut at Mixed_4d (512-d, ResNet-34's width); ResNet-34 runs when its weights "

@@ -34,10 +34,11 @@ TABLE3 = (("A", "fp_table3_a"), ("B", "fp_table3_b"), ("C", "fp_table3_c"), ("D"
 TABLE4 = ((2, "fp_sve2"), (4, MAIN), (8, "fp_sve8"))
 TABLE5 = (("i3d2d", MAIN), ("resnet34", "fp_resnet34"))
 
-# What running a variant needs beyond its params line.
+# What running a variant needs beyond its params lines: ResNet-34's features in the cache.
 EXTRA_NEEDS = {
-    "fp_resnet34": "and torchvision's ResNet-34 weights file (resnet34-b627a593.pth) given by path "
-                   "(docs/METHODS.md \"The SVE backbone\")",
+    "fp_resnet34": "and the cache's SVE features from ResNet-34 (extract_features.sve_backbone: resnet34, "
+                   "extract_features.sve_weights_path: torchvision's resnet34-b627a593.pth; docs/METHODS.md "
+                   "\"The SVE backbone\")",
 }
 
 
@@ -61,18 +62,20 @@ def _flow(value: Any) -> str:
 
 
 def params_line(variant: str) -> str:
-    """The train.variants entry that runs `variant`: the method and the ablation's settings."""
-    settings = "".join(f", {k}: {_flow(v)}" for k, v in ablation_config(VARIANTS[variant]).items())
-    return f"{variant}: {{method: {METHOD}{settings}}}"
+    """The train.variants entry that runs `variant`: the method and its ablation by name (the main
+    model: the method alone)."""
+    ablation = "" if variant == MAIN else f", ablation: {VARIANTS[variant]}"
+    return f"{variant}: {{method: {METHOD}{ablation}}}"
 
 
-def how_to_run(variant: str, dataset: str = "finediving") -> str:
-    """The not-run reason and how to run it: the variant's name and its params line."""
-    extra = EXTRA_NEEDS.get(variant)
+def how_to_run(variant: str, params: dict[str, Any], dataset: str = "finediving") -> str:
+    """The not-run reason and how to run it: the variant's name and the params lines it needs."""
     what = "the main model" if variant == MAIN else f"ablation {VARIANTS[variant]}"
-    return (f"params do not train {variant} ({what}); to run it add `{variant}` to "
-            f"datasets.variants.{dataset} and `{params_line(variant)}` to train.variants"
-            + (f", {extra}" if extra else "") + ", then dvc repro")
+    text = f"params do not train {variant} ({what}); to run it add `{variant}` to datasets.variants.{dataset}"
+    if variant not in params["train"]["variants"]:
+        text += f" and `{params_line(variant)}` to train.variants"
+    extra = EXTRA_NEEDS.get(variant)
+    return text + (f", {extra}" if extra else "") + ", then dvc repro"
 
 
 def settings_mismatch(variant: str, settings: dict[str, Any]) -> str | None:

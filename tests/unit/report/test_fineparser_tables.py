@@ -47,9 +47,10 @@ KEYS = ["rho", "rl2_x100", "aiou50", "aiou75", "mask_mae", "mask_fbeta", "mask_f
 REFERENCES = {"all_background": {"mae": 0.0436, "fbeta": 0.0557, "fbeta_max": 0.0557, "smeasure": 0.4861},
               "motion": {"mae": 0.0500, "fbeta": 0.2595, "fbeta_max": 0.2550, "smeasure": 0.5453}}
 
-# FineParser variants the fixture's params train, with their ablations' settings as model settings.
+# FineParser variants the fixture's params train: an ablation by name (as params.yaml names them) or
+# its settings written out.
 TRAINED_FP = {"fineparser": {"method": "fineparser"},
-              "fp_table3_a": {"method": "fineparser", "use_tap": False, "streams": ["i3d"]},
+              "fp_table3_a": {"method": "fineparser", "ablation": "table3_A"},
               "fp_table3_c": {"method": "fineparser", "use_sap": False, "streams": ["i3d"]},
               "fp_sve8": {"method": "fineparser", "sve_tokens": 8}}
 
@@ -89,7 +90,8 @@ def params(repo_params):
     """TSA, I3D+MLP and four FineParser variants on FineDiving, CoRe on MTL-AQA, both modes."""
     p = copy.deepcopy(repo_params)
     p["train"]["variants"] = {"tsa": {"method": "tsa"}, "i3d_mlp": {"method": "i3d_mlp"},
-                              "core": {"method": "core"}, **copy.deepcopy(TRAINED_FP)}
+                              "core": {"method": "core"}, **copy.deepcopy(TRAINED_FP),
+                              "fp_sve2": {"method": "fineparser", "ablation": "table4_2"}}  # defined, not trained
     p["train"]["exemplar_modes"] = ["dn", "nodn"]
     p["datasets"]["variants"] = {"finediving": ["tsa", "i3d_mlp", *TRAINED_FP], "mtl_aqa": ["core"]}
     p["make_report"]["table4_variant"] = "tsa"
@@ -254,17 +256,20 @@ def test_not_run_rows_say_how_to_run(report):
     (b,) = [r for r in t3 if r[0].startswith("B:") and r[1].startswith("ours")]
     assert b[2:] == [NOT_RUN] * 8
     assert "`fp_table3_b`" in b[1] and "datasets.variants.finediving" in b[1]
-    assert "`fp_table3_b: {method: fineparser, use_sap: false, use_tap: false, streams: [sve]}`" in b[1]
+    assert b[1].endswith("to run it add `fp_table3_b` to datasets.variants.finediving and "
+                         "`fp_table3_b: {method: fineparser, ablation: table3_B}` to train.variants, then dvc repro)")
     t4 = read_rows(report / "fineparser_table4.csv")
     (two,) = [r for r in t4 if r[0] == "2" and r[1].startswith("ours")]
-    assert "`fp_sve2: {method: fineparser, sve_tokens: 2}`" in two[1] and two[2:] == [NOT_RUN] * 8
+    # defined in train.variants already: only the datasets line is missing
+    assert two[1].endswith("add `fp_sve2` to datasets.variants.finediving, then dvc repro)") and two[2:] == [NOT_RUN] * 8
     assert row(t4, "8", "ours, w/o DN, honest")[2] != NOT_RUN        # fp_sve8 ran
     assert row(t4, "4 (the main model)", "ours, w/ DN, honest")[2:] == \
         row(t3, "E: SAP + SVE + TAP", "ours, w/ DN, honest")[2:]                # the same variant
     t5 = read_rows(report / "fineparser_table5.csv")
     (r34,) = [r for r in t5 if r[0] == "ResNet-34" and r[1].startswith("ours")]
-    assert "`fp_resnet34: {method: fineparser, sve_backbone: resnet34}`" in r34[1]
-    assert "resnet34-b627a593.pth" in r34[1] and r34[2:] == [NOT_RUN] * 2
+    assert "`fp_resnet34: {method: fineparser, ablation: table5_resnet34}`" in r34[1]
+    assert "extract_features.sve_backbone: resnet34" in r34[1] and "resnet34-b627a593.pth" in r34[1]
+    assert r34[2:] == [NOT_RUN] * 2
     for name in ("ResNet-18", "ResNet-50", "ViT-S/16"):
         (r,) = [r for r in t5 if r[0] == name and r[1].startswith("ours")]
         assert r[1].startswith("ours: not available (no pretrained weights") and r[2:] == ["–", "–"]
@@ -341,14 +346,21 @@ def test_default_params_run_no_fineparser_variant(tmp_path, repo_params):
 
 def test_mislabelled_variant_refused(tmp_path, written, params):
     now = copy.deepcopy(params)
-    now["train"]["variants"]["fp_table3_a"]["use_tap"] = True      # row A is "SAP only": no TAP
-    for mode in ("dn", "nodn"):   # evaluated from these params: only the label can be wrong
-        write_metrics(written[0] / "finediving", now, f"fp_table3_a-{mode}", fp_keys("fp_table3_a"), 1)
+    now["train"]["variants"]["fp_table3_c"]["use_sap"] = True      # row C is "TAP only": no SAP
+    now["train"]["variants"]["fp_table3_a"]["ablation"] = "table3_B"
+    for variant in ("fp_table3_a", "fp_table3_c"):   # evaluated from these params: only the label is wrong
+        for mode in ("dn", "nodn"):
+            write_metrics(written[0] / "finediving", now, f"{variant}-{mode}", fp_keys(variant), 1)
     with pytest.raises(AqaError) as err:
         make_report(metrics_dir=written[0], tables_dir=tmp_path / "t", params=now)
     message = str(err.value)
-    assert "\n" not in message and "train.variants.fp_table3_a" in message and "use_tap" in message
+    assert "\n" not in message and "train.variants.fp_table3_a" in message and "ablation 'table3_B'" in message
     assert not (tmp_path / "t").exists()
+    now["train"]["variants"]["fp_table3_a"]["ablation"] = "table3_A"
+    for mode in ("dn", "nodn"):
+        write_metrics(written[0] / "finediving", now, f"fp_table3_a-{mode}", fp_keys("fp_table3_a"), 1)
+    with pytest.raises(AqaError, match=r"train\.variants\.fp_table3_c: .*use_sap: true"):
+        make_report(metrics_dir=written[0], tables_dir=tmp_path / "t", params=now)
 
 
 def test_another_method_under_a_fineparser_name_refused(tmp_path, written, params):
@@ -386,3 +398,13 @@ def test_existing_tables_unchanged_by_fineparser_variants(tmp_path, written, par
                 (tmp_path / "without" / f"{name}.{ext}").read_bytes()
     assert (tmp_path / "with" / "fineparser_table1.md").read_bytes() != \
         (tmp_path / "without" / "fineparser_table1.md").read_bytes()
+
+
+def test_i3d2d_row_not_filled_from_another_cached_backbone(tmp_path, written, params):
+    """The cache holds one SVE backbone: with ResNet-34's features the main model is not the I3D-2D row."""
+    now = copy.deepcopy(params)
+    now["extract_features"]["sve_backbone"] = "resnet34"
+    make_report(metrics_dir=written[0], tables_dir=tmp_path / "t", params=now)
+    rows = read_rows(tmp_path / "t" / "fineparser_table5.csv")
+    (i3d2d,) = [r for r in rows if r[0].startswith("I3D-2D") and r[1].startswith("ours")]
+    assert "the cache's SVE features are resnet34's" in i3d2d[1] and i3d2d[2:] == [NOT_RUN] * 2
