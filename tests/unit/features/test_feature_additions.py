@@ -281,3 +281,48 @@ def test_no_masks_setting_keeps_mixed4f_and_sve_only(rendered, weights, cfg, tmp
         cache.require_additions(("masks",))
     assert A.wanted_arrays(cfg, "finediving") == ("mixed4f", "sve", "masks")
     assert A.wanted_arrays(cfg, "mtl_aqa") == () and A.wanted_arrays(cfg, None) == ()
+
+
+# ----------------------------------------------------------------------------- the loader's batch keys
+
+
+def test_batches_carry_the_additions_in_the_same_view_as_pooled(rendered, full):
+    from aqa.train.data import load_dive_data
+
+    _, parquet, _ = rendered
+    data = load_dive_data(parquet, full, cache_keys=("mixed4f", "sve", "masks"))
+    plain_data = load_dive_data(parquet, full)
+    cache = FeatureCache(full)
+    rows, views = np.array([1, 0, 1]), np.array([0, 1, 1])
+    batch = data.batch(rows, views, with_maps=False)
+    assert batch["mixed4f"].shape == (3, 9, 832, 4, 7, 7) and batch["sve"].shape == (3, 96, 512)
+    assert batch["masks"].shape == (3, 96, 112, 112)
+    assert all(batch[k].dtype == torch.float32 for k in ("mixed4f", "sve", "masks"))
+    assert set(torch.unique(batch["masks"]).tolist()) == {0.0, 1.0}
+    for b, (row, view) in enumerate(zip(rows, views)):
+        video, idx = data.dives["video"][row], int(data.dives["idx"][row])
+        add = cache.load_additions(video, idx, ("mixed4f", "sve", "masks"))
+        pooled, _ = cache.load(video, idx)
+        assert torch.equal(batch["pooled"][b], torch.from_numpy(pooled[view].astype(np.float32)))
+        assert torch.equal(batch["mixed4f"][b], torch.from_numpy(add["mixed4f"][view].astype(np.float32)))
+        assert torch.equal(batch["sve"][b], torch.from_numpy(add["sve"][view].astype(np.float32)))
+        assert torch.equal(batch["masks"][b].bool(), torch.from_numpy(cache.unpack_masks(add["masks"][view])))
+    assert not torch.equal(batch["masks"][1], batch["masks"][0])   # another dive / view, other masks
+    # the request / fetch path hands out the same batch; a load without keys carries none
+    (fetched,) = next(data.fetch([(data.request(rows, views, with_maps=False),)]))
+    assert all(torch.equal(fetched[k], batch[k]) for k in batch)
+    assert not {"mixed4f", "sve", "masks"} & set(plain_data.batch(rows, views))
+
+
+def test_a_model_asks_for_its_keys_and_a_cache_without_them_is_one_line(rendered, plain):
+    from aqa.models.fineparser import FineParserConfig, FineParserModel
+    from aqa.models.tsa import TSAModel
+    from aqa.train.data import load_dive_data, model_cache_keys
+
+    assert model_cache_keys(FineParserModel()) == ("mixed4f", "sve", "masks")
+    assert model_cache_keys(FineParserModel(FineParserConfig(use_sap=False))) == ("sve",)
+    assert model_cache_keys(TSAModel()) == ()
+    with pytest.raises(FeatureCacheError) as err:
+        load_dive_data(rendered[1], plain, cache_keys=model_cache_keys(FineParserModel()))
+    assert "\n" not in str(err.value) and str(plain) in str(err.value)
+    assert "mixed4f, sve, masks" in str(err.value) and "extract_features.fineparser." in str(err.value)
