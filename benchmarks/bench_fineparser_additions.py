@@ -50,8 +50,7 @@ def timed_extraction(root: Path, parquet: Path, out: Path, cfg: dict, dataset: s
     started = time.perf_counter()
     X.extract_features(frames_root=root / f"data/interim/frames/{DATASET}", dives_parquet=parquet,
                        weights_path=root / "data/external/i3d/kinetics400_rgb.pt", out_dir=out, cfg=cfg,
-                       dataset=dataset, masks_root=root / f"data/raw/{DATASET}/masks",
-                       masks_source="stand-in renderer")
+                       dataset=dataset, masks_root=root / f"data/raw/{DATASET}/masks")
     return time.perf_counter() - started
 
 
@@ -92,8 +91,7 @@ def main() -> None:
         X.extract_features(frames_root=root / f"data/interim/frames/{DATASET}",
                            dives_parquet=root / f"data/processed/annotations/{DATASET}/dives.parquet",
                            weights_path=root / "data/external/i3d/kinetics400_rgb.pt", out_dir=cache, cfg=cfg,
-                           dataset=DATASET, masks_root=root / f"data/raw/{DATASET}/masks",
-                           masks_source="stand-in renderer")
+                           dataset=DATASET, masks_root=root / f"data/raw/{DATASET}/masks")
         result["extend_240_s"] = time.perf_counter() - started
         result["extend_base_unchanged"] = all(p.read_bytes() == b for p, b in base.items())
         result["extend_load_average_1min"] = os.getloadavg()[0]
@@ -101,8 +99,7 @@ def main() -> None:
         X.extract_features(frames_root=root / f"data/interim/frames/{DATASET}",
                            dives_parquet=root / f"data/processed/annotations/{DATASET}/dives.parquet",
                            weights_path=root / "data/external/i3d/kinetics400_rgb.pt", out_dir=cache, cfg=cfg,
-                           dataset=DATASET, masks_root=root / f"data/raw/{DATASET}/masks",
-                           masks_source="stand-in renderer")
+                           dataset=DATASET, masks_root=root / f"data/raw/{DATASET}/masks")
         result["noop_240_s"] = time.perf_counter() - started
     print(yaml.safe_dump(result, sort_keys=False))
 

@@ -206,8 +206,7 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
     if dataset is not None and params["extract_frames"]["frames_root"].get(dataset) and not real_masks:
         masks_root = None  # real frames without their real masks: the stand-in's outline no diver of them
     extract_features(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
-                     out_dir=out_dir, cfg=params["extract_features"], dataset=dataset, masks_root=masks_root,
-                     masks_source="extract_frames.masks_root" if real_masks else "stand-in renderer")
+                     out_dir=out_dir, cfg=params["extract_features"], dataset=dataset, masks_root=masks_root)
 
 
 @main.command("train")

@@ -58,8 +58,12 @@ def wanted_arrays(cfg: dict[str, Any], dataset: str | None) -> tuple[str, ...]:
 
 
 def manifest_entries(arrays: Sequence[str], cfg: dict[str, Any], *, sve_weights_sha256: str | None,
-                     compute_dtype: str, masks_source: str | None) -> dict[str, dict[str, Any]]:
-    """What decides each addition's numbers (no path): the value of the manifest's `fineparser` key."""
+                     compute_dtype: str) -> dict[str, dict[str, Any]]:
+    """What decides each addition's numbers (no path): the value of the manifest's `fineparser` key.
+
+    The masks' source is recorded by content, per dive (masks.sha256 of the mask files read), not
+    by a label or folder: the same masks from the stand-in or from extract_frames.masks_root (or
+    a moved folder) are the same cache, as the same frames are (frames.sha256)."""
     entries: dict[str, dict[str, Any]] = {}
     if "mixed4f" in arrays:
         entries["mixed4f"] = {"layer": "Mixed_4f", "pass": "the I3D pass of pooled", "shape": "(V, S, 832, T', h, w)",
@@ -70,7 +74,8 @@ def manifest_entries(arrays: Sequence[str], cfg: dict[str, Any], *, sve_weights_
                           "weights_sha256": sve_weights_sha256, "pooling": "global mean",
                           "compute_dtype": compute_dtype, "version": ADDITIONS_VERSION}
     if "masks" in arrays:
-        entries["masks"] = {"source": masks_source, "rule": MASK_RULE, "packing": "np.packbits, row-major",
+        entries["masks"] = {"source": "per dive masks.sha256", "rule": MASK_RULE,
+                            "packing": "np.packbits, row-major",
                             "version": ADDITIONS_VERSION}
     return entries
 

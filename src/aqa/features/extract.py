@@ -545,11 +545,10 @@ def jobs_to_compute(every: list[DiveJob], out_dir: Path, cfg: dict[str, Any],
 
 
 def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Path, out_dir: Path,
-                     cfg: dict[str, Any], dataset: str | None = None, masks_root: Path | None = None,
-                     masks_source: str | None = None) -> None:
+                     cfg: dict[str, Any], dataset: str | None = None, masks_root: Path | None = None) -> None:
     """Compute the I3D cache for every dive of `dives_parquet` (all splits), resumably, with
     FineParser's additions when `extract_features.fineparser.<dataset>` asks for them (masks from
-    `masks_root`; `masks_source` names it in the manifest, e.g. "stand-in renderer").
+    `masks_root`; None: real frames without masks, so no masks).
 
     Everything is checked (params, annotations, weights, every dive's frames and masks) before
     `out_dir` is touched; only then may a changed manifest clear the old cache.
@@ -577,7 +576,7 @@ def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Pa
     if arrays:
         manifest[A.MANIFEST_KEY] = A.manifest_entries(
             arrays, cfg, sve_weights_sha256=A.sve_weights_digest(cfg, weights_sha256),
-            compute_dtype=manifest["compute_dtype"], masks_source=masks_source)
+            compute_dtype=manifest["compute_dtype"])
     prepare_out_dir(out_dir, manifest)
     jobs = jobs_to_compute(every, out_dir, cfg, arrays)
     log.info("%d dive(s) in %s, %d already cached, %d to compute", len(dives), dives_parquet,

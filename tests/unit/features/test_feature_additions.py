@@ -55,11 +55,10 @@ def cfg(repo_params):
     return dict(repo_params["extract_features"], workers=1, batch_snippets=9, flip_view=True)
 
 
-def _run(rendered, weights, cfg, out, dataset="finediving", masks=True, masks_source="stand-in renderer"):
+def _run(rendered, weights, cfg, out, dataset="finediving", masks=True):
     root, parquet, _ = rendered
     X.extract_features(frames_root=root / "frames", dives_parquet=parquet, weights_path=weights, out_dir=out,
-                       cfg=cfg, dataset=dataset, masks_root=root / "masks" if masks else None,
-                       masks_source=masks_source)
+                       cfg=cfg, dataset=dataset, masks_root=root / "masks" if masks else None)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def test_arrays_have_the_contract_shapes_dtypes_and_values(rendered, weights, cf
     entries = cache.manifest["fineparser"]
     assert entries["sve"]["backbone"] == "i3d2d" and entries["sve"]["layer"] == "mixed_4d"
     assert entries["sve"]["weights_sha256"] == cache.manifest["weights_sha256"]
-    assert entries["masks"]["source"] == "stand-in renderer"
+    assert entries["masks"]["source"] == "per dive masks.sha256"
     state, _ = load_verified_weights(weights)
     i3d = X.load_backbone(state, torch.device("cpu"))
     sve_net = i3d2d_from_state_dict(state)
@@ -179,8 +178,9 @@ def test_a_changed_additions_entry_rebuilds_only_that_array(rendered, weights, c
     keep = {k: v for k, v in cache_bytes(out).items() if not k.endswith(("masks.npy", "masks.sha256", "manifest.json"))}
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy") if p.name != "masks.npy"}
     monkeypatch.setattr(X, "load_backbone", lambda *a: pytest.fail("masks alone need no I3D"))
-    _run(rendered, weights, cfg, out, masks_source=None)   # another mask source: only the masks are redone
-    assert FeatureCache(out).manifest["fineparser"]["masks"]["source"] is None
+    monkeypatch.setattr(A, "MASK_RULE", "another binarisation")   # the masks' entry changes: they alone are redone
+    _run(rendered, weights, cfg, out)
+    assert FeatureCache(out).manifest["fineparser"]["masks"]["rule"] == "another binarisation"
     assert {k: v for k, v in cache_bytes(out).items() if k in keep} == keep
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
     assert cache_bytes(out)["manifest.json"] != cache_bytes(full)["manifest.json"]
@@ -206,7 +206,7 @@ def test_redrawn_masks_and_damaged_additions_redo_only_that_dive_and_array(rende
     before = cache_bytes(out)
     monkeypatch.setattr(X, "load_backbone", lambda *a: pytest.fail("masks and sve need no I3D"))
     X.extract_features(frames_root=root / "frames", dives_parquet=parquet, weights_path=weights, out_dir=out,
-                       cfg=cfg, dataset="finediving", masks_root=masks_dir, masks_source="stand-in renderer")
+                       cfg=cfg, dataset="finediving", masks_root=masks_dir)
     after = cache_bytes(out)
     changed = sorted(k for k in after if after[k] != before.get(k))
     first = f"{video}/{idx}"
@@ -241,7 +241,7 @@ def test_a_missing_or_bad_mask_is_named_before_the_cache_is_touched(rendered, we
     gone = masks_dir / video / str(idx) / f"{start + 3:05d}.jpg"
     gone.unlink()
     args = dict(frames_root=root / "frames", dives_parquet=parquet, weights_path=weights, out_dir=out,
-                dataset="finediving", masks_root=masks_dir, masks_source="x")
+                dataset="finediving", masks_root=masks_dir)
     with pytest.raises(MK.MaskError, match=rf"{gone}: mask missing"):
         X.extract_features(cfg=dict(cfg, normalization="i3d"), **args)   # would clear every dive
     assert cache_bytes(out) == before
