@@ -190,13 +190,23 @@ def fetch_i3d_cmd(params_path, log_file, out_dir):
 @click.option("--annotations", "dives_parquet", type=EXISTING, required=True, help="dives.parquet.")
 @click.option("--weights", "weights_path", type=EXISTING, required=True, help="I3D state dict (.pt).")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Feature cache folder.")
-def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir):
-    """Compute the I3D feature cache for every dive (resumable, invalidated by a changed manifest)."""
+@click.option("--dataset", default=None, help="The dataset whose FineParser additions "
+              "extract_features.fineparser.<dataset> decides (mixed4f, sve, masks); without it, none.")
+@click.option("--masks", "masks_root", type=PATH, default=None,
+              help="Masks root <video>/<idx>/<frame:05d>.jpg (extract_frames.masks_root.<dataset>, else the "
+                   "stand-in's data/raw/<dataset>/masks); read when the additions include masks.")
+def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir, dataset,
+                         masks_root):
+    """Compute the I3D feature cache for every dive (resumable, invalidated by a changed manifest),
+    with FineParser's additions for a dataset whose params ask (a cache without them is extended)."""
     from aqa.features.extract import extract_features
 
-    cfg = load_params(params_path, "extract_features")
+    params = load_params(params_path)
+    real_masks = dataset is not None and params["extract_frames"]["masks_root"].get(dataset)
+    if dataset is not None and params["extract_frames"]["frames_root"].get(dataset) and not real_masks:
+        masks_root = None  # real frames without their real masks: the stand-in's outline no diver of them
     extract_features(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
-                     out_dir=out_dir, cfg=cfg)
+                     out_dir=out_dir, cfg=params["extract_features"], dataset=dataset, masks_root=masks_root)
 
 
 @main.command("train")
@@ -256,7 +266,8 @@ def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives
               help="Metrics root: <dataset>/<variant>-<mode>.json per dataset.")
 @click.option("--out", "tables_dir", type=PATH, required=True, help="Output folder of the tables.")
 def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
-    """Regenerate the paper's tables (md, csv, tex) from the metrics, published numbers beside ours."""
+    """Regenerate the papers' tables (md, csv, tex) from the metrics, published numbers beside ours:
+    FineDiving's Tables 2-4, the MTL-AQA table and FineParser's Tables 1-5."""
     from aqa.report.tables import make_report
 
     params = load_params(params_path)

@@ -170,7 +170,19 @@ def mask_errors(params: dict[str, Any]) -> list[str]:
     ef = params["extract_frames"]
     return [f"extract_frames.masks_root.{dataset} is set but extract_frames.frames_root.{dataset} is null: "
             "real masks need the real frames they outline"
-            for dataset, root in ef["masks_root"].items() if root is not None and ef["frames_root"][dataset] is None]
+            for dataset, root in ef["masks_root"].items() if root is not None and ef["frames_root"][dataset] is None] \
+        + fineparser_cache_errors(params)
+
+
+def fineparser_cache_errors(params: dict[str, Any]) -> list[str]:
+    """FineParser's cache additions (aqa.features.additions) with the resnet34 SVE backbone need its weights file."""
+    fx = params["extract_features"]
+    problems = []
+    wanted = any(fx["fineparser"].get(d) not in (False, None) for d in params["datasets"]["run"])
+    if wanted and fx["sve_backbone"] == "resnet34" and fx["sve_weights_path"] is None:
+        problems.append("extract_features.sve_backbone = resnet34 needs extract_features.sve_weights_path "
+                        "(torchvision's resnet34-b627a593.pth)")
+    return problems
 
 
 def dataset_errors(params: dict[str, Any]) -> list[str]:
@@ -234,7 +246,7 @@ CHECKED_STAMP = "params valid: the whole file passed the schema and the cross-ke
 # for each dataset in datasets.run.
 EXTERNAL_INPUTS = (("synthesize_videos.<dataset>.source_annotations", "folder"),
                    ("extract_frames.frames_root.<dataset>", "folder"), ("extract_frames.masks_root.<dataset>", "folder"),
-                   ("fetch_i3d.weights_path", "file"))
+                   ("fetch_i3d.weights_path", "file"), ("extract_features.sve_weights_path", "file"))
 
 
 def _lookup(params: dict[str, Any], dotted: str) -> Any:

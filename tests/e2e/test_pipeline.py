@@ -84,9 +84,12 @@ def test_dvc_repro_runs_the_dag_then_does_nothing(project):
     for method in ("MUSDL", "CoRe", "TSA"):     # w/ DN only in this params
         honest = table2[(method, "ours, honest")]
         assert honest[:2] == ["not run"] * 2 and " ± " in honest[2], honest
-    for name in ("finediving_table2", "finediving_table3", "finediving_table4", "mtl_aqa"):
+    for name in ("finediving_table2", "finediving_table3", "finediving_table4", "mtl_aqa",
+                 *(f"fineparser_table{n}" for n in range(1, 6))):
         for ext in ("md", "csv", "tex"):
             assert (project / f"reports/tables/{name}.{ext}").stat().st_size > 0
+    assert "| FineParser | ours: not run (params do not train fineparser" in \
+        (project / "reports/tables/fineparser_table1.md").read_text()   # no FineParser variant here
     mtl_table = (project / "reports/tables/mtl_aqa.md").read_text()
     assert "| F+R | ours, honest |" in mtl_table and "| TSA | ours: not applicable (needs step labels" in mtl_table
     assert (project / "data/raw/mtl_aqa/annotations/final_annotations_dict_with_dive_number.pkl").is_file()

@@ -42,10 +42,12 @@ def files(root: Path, folder: Path) -> dict[str, bytes]:
 
 
 def make_real_release(root: Path) -> Path:
-    """A FineDiving "release" beside the project: the built stand-in's frames and annotation files."""
+    """A FineDiving "release" beside the project: the built stand-in's frames and annotation files,
+    and its masks as the FineDiving-HM release (FineParser's cache additions read them)."""
     real = root.parent / "FineDiving"
     shutil.copytree(root / FRAMES, real / "frames", ignore=shutil.ignore_patterns(".*"))
     shutil.copytree(root / "data/raw/finediving/annotations", real / "Annotations")
+    shutil.copytree(root / "data/raw/finediving/masks", real / "FineDiving_HM", ignore=shutil.ignore_patterns(".*"))
     return real
 
 
@@ -56,6 +58,7 @@ def real_project(built_project) -> tuple[Path, Path]:
     params = read_params(root)
     params["extract_frames"]["frames_root"]["finediving"] = str(real / "frames")
     params["synthesize_videos"]["finediving"]["source_annotations"] = str(real / "Annotations")
+    params["extract_frames"]["masks_root"]["finediving"] = str(real / "FineDiving_HM")
     write_params(root, params)
     commit(root, "the real FineDiving")
     return root, real
@@ -76,7 +79,8 @@ def test_real_data_renders_nothing_and_changes_to_its_frames_are_noticed(real_pr
         assert not [p for p in (root / "data/raw/finediving" / folder).iterdir() if not p.name.startswith(".")]
     assert not [p for p in (root / FRAMES).iterdir() if not p.name.startswith(".")]
     assert (root / ".aqa/inputs/finediving/frames").resolve() == real / "frames"
-    # The real frames are the stand-in's own bytes: every dive's features are reused and no model
+    assert (root / ".aqa/inputs/finediving/masks").resolve() == real / "FineDiving_HM"
+    # The real frames (and masks) are the stand-in's own bytes: every dive's features are reused and no model
     # retrains; evaluate reruns, as its metrics name the footage ("real").
     assert files(root, FEATURES) == features_before
     assert "train@fr-dn" not in ran and "evaluate@fr-dn" in ran, ran

@@ -67,6 +67,12 @@ def frames_source(dataset):
     return frames_root(dataset) or FRAMES.format(dataset=dataset)
 
 
+def masks_source(dataset):
+    """Where the dataset's masks are read from (FineParser's cache additions): the real masks given
+    (extract_frames.masks_root.<dataset>), else the stand-in's."""
+    return config["extract_frames"]["masks_root"][dataset] or RAW_MASKS.format(dataset=dataset)
+
+
 def trained_variants(dataset):
     """<variant>-<mode> for every variant trained on the dataset and every exemplar mode."""
     modes = config["train"]["exemplar_modes"]
@@ -94,11 +100,12 @@ STAGE_CODE = {
                             "workflow/rules/data.smk"],
     "fetch_i3d": ["src/aqa/models/fetch_i3d.py", "src/aqa/models/i3d_weights.py", "workflow/rules/features.smk"],
     "extract_features": ["src/aqa/features", "src/aqa/models/i3d.py", "src/aqa/models/i3d_weights.py",
-                         "workflow/rules/features.smk"],
+                         "src/aqa/models/sve_backbone.py", "src/aqa/data/masks.py", "workflow/rules/features.smk"],
     "train": ["src/aqa/models", "src/aqa/train", "src/aqa/evaluate/voting.py", "src/aqa/evaluate/direct.py",
               "src/aqa/evaluate/sap_masks.py", "src/aqa/evaluate/mask_metrics.py", "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
     "evaluate": ["src/aqa/evaluate", "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
-    "make_report": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk"],
+    "make_report": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk",
+                    "src/aqa/models/fineparser_ablations.py"],
     "make_figures": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk"],
 }
 STAGE_PARAMS = {
@@ -109,7 +116,8 @@ STAGE_PARAMS = {
     "extract_frames": ["extract_frames.frames_root.{dataset}", "extract_frames.height", "extract_frames.jpeg_quality"],
     "convert_annotations": ["convert_annotations"],
     "fetch_i3d": ["fetch_i3d"],
-    "extract_features": ["extract_features", "extract_frames.frames_root.{dataset}"],
+    "extract_features": ["extract_features", "extract_frames.frames_root.{dataset}",
+                         "extract_frames.masks_root.{dataset}"],
     # exactly what a training reads (aqa.provenance; tests/unit/test_provenance.py)
     "train": ["train.seeds", "train.epochs", "train.batch_size", "train.lr", "train.lr_backbone",
               "train.weight_decay", "train.prob_tas_threshold", "train.validation_fraction",

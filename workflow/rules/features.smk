@@ -21,6 +21,7 @@ rule extract_features_dataset:
         frames=f"{FRAMES}/.extract_frames.done",
         annotations=ANNOTATIONS,
         weights=rules.fetch_i3d.output.weights,
+        masks=RAW_MASKS,  # the stand-in's (empty with real frames); real masks are read in place
         **stage_inputs("extract_features"),
     output:
         # A flag, not the folder: Snakemake deletes a job's outputs before it runs, and the
@@ -29,6 +30,7 @@ rule extract_features_dataset:
     params:
         file=PARAMS,  # the params file the command reads (what it reads from it: input params_file)
         frames=lambda wildcards: frames_source(wildcards.dataset),
+        masks=lambda wildcards: masks_source(wildcards.dataset),
         dives=DIVES,
         out=FEATURES,
     threads: job_threads(config, "extract_features")
@@ -39,6 +41,7 @@ rule extract_features_dataset:
     shell:
         "aqa extract-features --params {params.file} --log {log} --frames {params.frames}"
         " --annotations {params.dives} --weights {input.weights} --out {params.out}"
+        " --dataset {wildcards.dataset} --masks {params.masks}"
 
 
 rule extract_features:

@@ -2,7 +2,7 @@
 
 TABLE_FILES = expand(f"{TABLES}/finediving_table{{n}}.{{ext}}", n=[2, 3, 4], ext=["md", "csv", "tex"]) + expand(
     f"{TABLES}/mtl_aqa.{{ext}}", ext=["md", "csv", "tex"]
-)
+) + expand(f"{TABLES}/fineparser_table{{n}}.{{ext}}", n=[1, 2, 3, 4, 5], ext=["md", "csv", "tex"])
 
 
 rule make_report:

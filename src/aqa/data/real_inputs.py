@@ -7,6 +7,7 @@ in dvc.yaml, and DVC cannot make one from a value that may be null. So `aqa chec
 per dataset and kind at the folder params name:
 
     .aqa/inputs/<dataset>/frames       -> the real frames (extract_features depends on it)
+    .aqa/inputs/<dataset>/masks        -> the real FineDiving-HM masks (extract_features depends on it)
     .aqa/inputs/<dataset>/annotations  -> the real annotation files (synthesize_videos depends on it)
     .aqa/inputs/none/                  an empty folder: the target when params name none
 
@@ -29,6 +30,7 @@ from aqa.errors import AqaError
 
 NONE = "none"
 KINDS = {"frames": "extract_frames.frames_root.{dataset}",
+         "masks": "extract_frames.masks_root.{dataset}",
          "annotations": "synthesize_videos.{dataset}.source_annotations"}
 
 
@@ -37,9 +39,11 @@ class RealInputsError(AqaError):
 
 
 def real_folder(params: dict[str, Any], dataset: str, kind: str) -> str | None:
-    """The folder params name for `dataset`'s real `kind` (frames / annotations), or None."""
+    """The folder params name for `dataset`'s real `kind` (frames / masks / annotations), or None."""
     if kind == "frames":
         return params["extract_frames"]["frames_root"].get(dataset)
+    if kind == "masks":
+        return params["extract_frames"]["masks_root"].get(dataset)
     return params["synthesize_videos"].get(dataset, {}).get("source_annotations")
 
 

@@ -5,6 +5,11 @@
 atomic rename, so a present folder is a finished dive; a file damaged afterwards (truncated,
 overwritten) is caught by its .npy header and size (`array_problem`), without reading the data.
 Nothing in the cache names a folder, a host or a time: a moved or cloned cache is the same cache.
+
+FineParser's additions (aqa.features.additions: mixed4f.npy, sve.npy, masks.npy + masks.sha256)
+are read per dive, memory-mapped, by `FeatureCache.load_additions`; the manifest's `fineparser`
+entries say which the cache holds (`FeatureCache.additions`), and asking for one it lacks is a
+one-line FeatureCacheError naming the cache and the param to set.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from aqa.errors import AqaError
+from aqa.features import additions as A
 
 MANIFEST = "manifest.json"
 POOLED = "pooled.npy"
@@ -91,6 +97,23 @@ def dive_problem(folder: Path, *, views: int, num_snippets: int, dtype: str) -> 
     return None
 
 
+def additions_problem(folder: Path, name: str, *, views: int, num_snippets: int, num_frames: int, dtype: str,
+                      masks_digest: str | None = None) -> str | None:
+    """What is wrong with a dive's addition `name` (mixed4f / sve / masks) for this protocol, or None.
+    With `masks_digest`, masks made from other mask files count as wrong (re-drawn masks)."""
+    expected = {"mixed4f": ((views, num_snippets, A.MIXED4F_CHANNELS, None, None, None), dtype),
+                "sve": ((views, num_frames, None), dtype),
+                "masks": ((views, None), "uint8")}[name]
+    problem = array_problem(folder / A.ARRAYS[name], *expected)
+    if problem is not None:
+        return f"{A.ARRAYS[name]}: {problem}"
+    if name == "masks" and masks_digest is not None:
+        digest_file = folder / A.MASKS_DIGEST
+        if not digest_file.is_file() or digest_file.read_text().strip() != masks_digest:
+            return f"{A.MASKS_DIGEST}: made from other mask files"
+    return None
+
+
 class FeatureCache:
     """A finished (or partly finished) feature cache folder.
 
@@ -123,10 +146,15 @@ class FeatureCache:
     def fingerprint(self) -> str:
         """Relative names and contents only: the same cache in another folder has the same fingerprint."""
         digest = hashlib.sha256(self._manifest_bytes)
-        for path in sorted(self.root.glob(f"*/*/{FRAMES_DIGEST}")):
+        # masks.sha256 only where the cache holds masks: a cache without them keeps its fingerprint
+        digests = [*self.root.glob(f"*/*/{FRAMES_DIGEST}"), *self.root.glob(f"*/*/{A.MASKS_DIGEST}")]
+        for path in sorted(digests, key=lambda p: (p.parent.as_posix(), p.name)):
             if path.parent.name.startswith("."):  # an interrupted write's temporary, not a dive
                 continue
-            digest.update(path.parent.relative_to(self.root).as_posix().encode() + b"\0" + path.read_bytes())
+            name = path.parent.relative_to(self.root).as_posix().encode()
+            if path.name != FRAMES_DIGEST:  # (frames digests hash as they always did)
+                name += b"/" + path.name.encode()
+            digest.update(name + b"\0" + path.read_bytes())
         return digest.hexdigest()
 
     @property
@@ -152,6 +180,51 @@ class FeatureCache:
                 f"{self.views} view(s) in {self.manifest_path}"
             )
         return pooled, maps
+
+    @property
+    def additions(self) -> tuple[str, ...]:
+        """The FineParser additions the manifest says the cache holds (batch keys, ARRAYS order)."""
+        entries = self.manifest.get(A.MANIFEST_KEY) or {}
+        return tuple(name for name in A.ARRAYS if name in entries)
+
+    def require_additions(self, keys: Iterable[str]) -> None:
+        """One line naming the cache and the param to set when the cache lacks an asked-for addition."""
+        keys = tuple(keys)
+        unknown = [k for k in keys if k not in A.ARRAYS]
+        if unknown:
+            raise FeatureCacheError(f"unknown cache addition(s) {unknown}; known: {list(A.ARRAYS)}")
+        lacking = [k for k in keys if k not in self.additions]
+        if lacking:
+            dataset = self.root.parent.name if self.root.name == "i3d" else "<dataset>"
+            setting = (f"true (with real frames, also extract_frames.masks_root.{dataset})" if "masks" in lacking
+                       else "true (or no_masks)")
+            raise FeatureCacheError(
+                f"{self.root}: the feature cache has no {', '.join(lacking)} (FineParser's additions); set "
+                f"extract_features.fineparser.{dataset}: {setting} and re-run extract_features (`dvc repro`)")
+
+    def load_additions(self, video: str, idx: int, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        """{key: array} of one dive's additions, memory-mapped, stored shape and dtype:
+        mixed4f (V, S, 832, 4, 7, 7), sve (V, 96, 512), masks (V, 96 * 112 * 112 / 8) uint8 packed
+        (`unpack_masks` gives bool (V, 96, 112, 112))."""
+        keys = tuple(keys)
+        self.require_additions(keys)
+        folder = self.path(video, idx)
+        if not self.has(video, idx):
+            raise FeatureCacheError(f"{folder}: no features for dive {video}/{int(idx)} in the cache {self.root}")
+        out = {}
+        for key in keys:
+            array = self._load_array(folder / A.ARRAYS[key], video, idx)
+            if array.shape[0] != self.views:
+                raise FeatureCacheError(f"{folder / A.ARRAYS[key]}: {array.shape[0]} view(s), {self.manifest_path} "
+                                        f"says {self.views}")
+            out[key] = array
+        return out
+
+    def unpack_masks(self, packed: np.ndarray) -> np.ndarray:
+        """Packed masks rows (..., T * crop * crop / 8) -> bool (..., T, crop, crop), with the
+        manifest's protocol (num_frames, crop)."""
+        protocol = self.manifest["protocol"]
+        return A.unpack_dive_masks(packed, int(protocol["num_frames"]), int(protocol["crop"]))
 
     def _load_array(self, path: Path, video: str, idx: int) -> np.ndarray:
         problem = array_problem(path)  # header and size: np.load's own errors do not name the file

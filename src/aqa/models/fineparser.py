@@ -105,6 +105,19 @@ def _check(cfg: FineParserConfig) -> None:
 
 
 class FineParserModel(PairwiseModel):
+    @property
+    def cache_keys(self) -> tuple[str, ...]:
+        """The feature cache's additions its batches need (aqa.train.data.load_dive_data's
+        `cache_keys`): mixed4f (SAP at T2) and masks (SAP's loss) with SAP, sve with the SVE stream."""
+        keys = []
+        if self.cfg.use_sap and self.cfg.sap.tier == "T2":
+            keys.append("mixed4f")
+        if "sve" in self.cfg.streams:
+            keys.append("sve")
+        if self.cfg.use_sap and self.cfg.mask_loss:   # a dataset without masks (mask_loss false) needs none
+            keys.append("masks")
+        return tuple(keys)
+
     def __init__(self, cfg: FineParserConfig = FineParserConfig()):
         super().__init__()
         _check(cfg)

@@ -1,7 +1,8 @@
 """Published numbers to print beside ours (PAPERS.md section 7), as data.
 
 FineDiving paper (Xu et al., CVPR 2022), Tables 2-4: Spearman rho, R-l2 x 100, AIoU in %.
-FineParser paper (Xu et al., CVPR 2024) for later tables. `None` = not reported.
+FineParser paper (Xu et al., CVPR 2024), Tables 1-5 (../shared/docs/FINEPARSER.md section 6, transcribed
+exactly; the paper prints AIoU as fractions, stored here in % like FineDiving's). `None` = not reported.
 """
 
 from __future__ import annotations
@@ -37,8 +38,18 @@ FINEDIVING_EXEMPLARS: dict[int, Published] = {
     15: Published(0.9204, 0.3419, 82.52, 34.31),
 }
 
+class PublishedMasks(NamedTuple):
+    """SAP's mask metrics as the FineParser paper prints them: MAE, F_beta, S-measure."""
+    mae: float
+    f_beta: float
+    s_measure: float
+
+
 # FineParser paper, FineDiving-HM (Table 1) and MTL-AQA (Table 2): rho, R-l2 x 100.
 FINEPARSER_FINEDIVING_HM: dict[str, Published] = {
+    "c3d_lstm": Published(0.6969, 1.0767),
+    "c3d_avg": Published(0.8371, 0.6251),
+    "mscadc": Published(0.7688, 0.9327),
     "fineparser": Published(0.9435, 0.2602, 99.46, 94.67),
     "tsa": Published(0.9324, 0.3022, 92.39, 50.07),
     "core": Published(0.9308, 0.3148),
@@ -48,8 +59,37 @@ FINEPARSER_FINEDIVING_HM: dict[str, Published] = {
 }
 FINEPARSER_MASKS = {"mae": 0.0408, "f_beta": 0.1273, "s_measure": 0.8357}
 FINEPARSER_MTL_AQA: dict[str, Published] = {
+    "pose_dct": Published(0.2682, None),
+    "c3d_svr": Published(0.7716, None),
+    "c3d_lstm": Published(0.8489, None),
+    "c3d_avg_stl": Published(0.8960, None),
+    "c3d_avg_mtl": Published(0.9044, None),
+    "tsa_net": Published(0.9422, None),
     "fineparser": Published(0.9585, 0.2411),
     "core": Published(0.9512, 0.2600),
     "musdl": Published(0.9273, 0.4510),
     "usdl": Published(0.9231, 0.4680),
+}
+
+# FineParser Table 3: module ablation (A = SAP only, B = SVE only, C = TAP only, D = SVE+TAP,
+# E = SAP+SVE+TAP, the main model); None where the paper omits the metric ("unavailable").
+FINEPARSER_MODULES: dict[str, tuple[Published, PublishedMasks | None]] = {
+    "A": (Published(0.9313, 0.3094), None),
+    "B": (Published(0.9328, 0.3097), None),
+    "C": (Published(0.9334, 0.3122, 99.07, 90.39), None),
+    "D": (Published(0.9351, 0.2881, 99.20, 89.32), None),
+    "E": (FINEPARSER_FINEDIVING_HM["fineparser"], PublishedMasks(**FINEPARSER_MASKS)),
+}
+# FineParser Table 4: step duration of the SVE projection (4 = the main model).
+FINEPARSER_STEP_DURATION: dict[int, tuple[Published, PublishedMasks]] = {
+    2: (Published(0.9320, 0.2994, 99.87, 93.59), PublishedMasks(0.0532, 0.1010, 0.8643)),
+    4: FINEPARSER_MODULES["E"],
+    8: (Published(0.9337, 0.2940, 99.73, 94.93), PublishedMasks(0.0535, 0.1057, 0.8616)),
+}
+# FineParser Table 5: SVE backbone (rho, R-l2 x 100; ResNet-34 = the main model).
+FINEPARSER_SVE_BACKBONE: dict[str, Published] = {
+    "resnet18": Published(0.9363, 0.2829),
+    "resnet34": Published(0.9435, 0.2602),
+    "resnet50": Published(0.9362, 0.2859),
+    "vit_s16": Published(0.9426, 0.2583),
 }

@@ -321,7 +321,9 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-_TEX = {"&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "±": r"$\pm$", "–": "--", "rho": r"$\rho$",
+# braces first: the replacements after them write braces of their own
+_TEX = {"{": r"\{", "}": r"\}", "^": r"\^{}",
+        "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_", "±": r"$\pm$", "–": "--", "rho": r"$\rho$",
         "R-l2": r"R-$\ell_2$"}
 
 
@@ -342,9 +344,11 @@ def to_latex(table: Table) -> str:
 
 
 def make_report(*, metrics_dir: Path, tables_dir: Path, params: dict[str, Any]) -> None:
-    """Write finediving_table{2,3,4}.{md,csv,tex} and mtl_aqa.{md,csv,tex} into tables_dir from the
+    """Write finediving_table{2,3,4}.{md,csv,tex}, mtl_aqa.{md,csv,tex} and FineParser's
+    fineparser_table{1,2,3,4,5}.{md,csv,tex} (aqa.report.fineparser_tables) into tables_dir from the
     metrics JSONs (`metrics_dir/<dataset>/<variant>-<mode>.json`) of the variants the params train;
     nothing is written unless every table can be built."""
+    from aqa.report.fineparser_tables import fineparser_tables
     from aqa.report.mtl_aqa import mtl_aqa_table
 
     check_table4_variant(params)
@@ -352,7 +356,7 @@ def make_report(*, metrics_dir: Path, tables_dir: Path, params: dict[str, Any]) 
     log.info("make_report: %d metrics file(s): %s", len(metrics), ", ".join(sorted(metrics)))
     mtl_metrics = load_metrics(Path(metrics_dir) / MTL_AQA, params, MTL_AQA)
     tables = [table2(metrics, params), table3(metrics, params), table4(metrics, params),
-              mtl_aqa_table(mtl_metrics, params)]
+              mtl_aqa_table(mtl_metrics, params)] + fineparser_tables(metrics, mtl_metrics, params)
     for table in tables:
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
             write_text_atomic(Path(tables_dir) / f"{table.name}.{ext}", render(table))

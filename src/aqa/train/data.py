@@ -2,6 +2,11 @@
 
 Features stay fp16 on the device (the cache's dtype) and are cast to float32 one batch at a
 time, so the whole FineDiving cache fits where a float32 copy would not.
+
+FineParser's cache additions (`cache_keys`: mixed4f, sve, masks; aqa.features.additions) stay
+memory-mapped on disk (mixed4f alone is 2.9 MB per dive and view) and are read per batch, in
+the same view as `pooled`: mixed4f (B, 9, 832, 4, 7, 7) and sve (B, 96, 512) float32, masks
+unpacked to float {0, 1} (B, 96, 112, 112).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class DiveData:
     difficulty: torch.Tensor | None = None   # (N,) float32
     judges: torch.Tensor | None = None       # (N, J) float32, NaN-padded; J = max(7, largest panel)
     num_judges: torch.Tensor | None = None   # (N,) long
+    additions: "CacheAdditions | None" = None  # FineParser's memory-mapped arrays (`cache_keys` of the load)
 
     def __post_init__(self):
         if self.difficulty is None or self.judges is None or self.num_judges is None:
@@ -79,6 +85,8 @@ class DiveData:
         out = {"pooled": self.pooled[idx, v].float(), **self.labels(idx)}   # pooled (B, 9, 1024)
         if with_maps:
             out["maps"] = self.maps[idx, v].float()       # (B, 9, 1024, 4, 4)
+        if self.additions is not None:                    # mixed4f / sve / masks, the same view per row
+            out.update(self.additions.batch(idx.cpu().numpy(), v.cpu().numpy(), self.device))
         return out
 
     def labels(self, idx: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,6 +129,51 @@ class Load:
     views: np.ndarray | None = None
     with_maps: bool = True
     augment: np.ndarray | None = None
+
+
+@dataclass
+class CacheAdditions:
+    """FineParser's additions of every dive, memory-mapped: key -> one (V, ...) array per data row."""
+
+    arrays: dict[str, list[np.ndarray]]
+    num_frames: int   # the cache's protocol, to unpack the masks
+    crop: int
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.arrays)
+
+    def batch(self, rows: np.ndarray, views: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        """{key: (B, ...) float32 tensor} of rows `rows` in views `views` (masks unpacked to {0, 1})."""
+        from aqa.features.additions import unpack_dive_masks
+
+        out = {}
+        for key, per_row in self.arrays.items():
+            stacked = np.stack([per_row[r][v] for r, v in zip(rows.tolist(), views.tolist())])
+            if key == "masks":   # (B, T * crop * crop / 8) uint8 -> (B, T, crop, crop) {0, 1}
+                array = unpack_dive_masks(stacked, self.num_frames, self.crop).astype(np.float32)
+            else:
+                array = stacked.astype(np.float32)
+            out[key] = torch.from_numpy(array).to(device)
+        return out
+
+
+def model_cache_keys(model: torch.nn.Module) -> tuple[str, ...]:
+    """The feature cache's additions a model's batches need: its `cache_keys` (FineParser), else none."""
+    return tuple(getattr(model, "cache_keys", ()) or ())
+
+
+def load_cache_additions(cache, dives: pd.DataFrame, keys: Iterable[str]) -> CacheAdditions:
+    """Every dive's `keys` from `cache` (aqa.features.cache.FeatureCache), memory-mapped; one line
+    naming the cache and the param to set if it lacks one."""
+    keys = tuple(keys)
+    cache.require_additions(keys)
+    arrays: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for video, idx in zip(dives["video"], dives["idx"]):
+        for key, array in cache.load_additions(video, int(idx), keys).items():
+            arrays[key].append(array)
+    protocol = cache.manifest["protocol"]
+    return CacheAdditions(arrays, int(protocol["num_frames"]), int(protocol["crop"]))
 
 
 JUDGE_SLOTS = 7  # the widest panel (FineDiving's and MTL-AQA's 7 judges)
@@ -177,9 +230,11 @@ def label_tensors(dives: pd.DataFrame, dives_parquet: Path, device: str | torch.
             "action_names": action_names}
 
 
-def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: str | torch.device = "cpu"
-                   ) -> DiveData:
-    """Read dives.parquet and every dive's features from the cache into tensors on `device`."""
+def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: str | torch.device = "cpu",
+                   cache_keys: Iterable[str] = ()) -> DiveData:
+    """Read dives.parquet and every dive's features from the cache into tensors on `device`, and
+    memory-map the cache additions `cache_keys` (mixed4f, sve, masks: `model_cache_keys(model)`)
+    that every batch then carries."""
     from aqa.data.annotations import read_dives
     from aqa.features.cache import FeatureCache
     from aqa.provenance import annotations_digest
@@ -189,6 +244,9 @@ def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: 
     if dives.empty:
         raise DiveDataError(f"{dives_parquet}: no dives")
     cache = FeatureCache(features_dir)
+    cache_keys = tuple(cache_keys)
+    if cache_keys:
+        cache.require_additions(cache_keys)   # before the long load: one line naming the cache and the param
     missing = [k for k, v, i in zip(dives["key"], dives["video"], dives["idx"]) if not cache.has(v, int(i))]
     if missing:
         raise FileNotFoundError(f"{features_dir}: feature cache lacks {len(missing)} of {len(dives)} dives "
@@ -209,6 +267,7 @@ def load_dive_data(dives_parquet: str | Path, features_dir: str | Path, device: 
         **label_tensors(dives, dives_parquet, device),
         fingerprint=str(cache.fingerprint),
         annotations_digest=annotations_digest(dives_parquet),
+        additions=load_cache_additions(cache, dives, cache_keys) if cache_keys else None,
     )
     log.info("loaded %d dives (%d views) from %s", len(dives), data.views, features_dir)
     return data

@@ -34,17 +34,20 @@ def test_links_point_at_the_real_folders_or_at_an_empty_one(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     (tmp_path / "frames").mkdir()
     (tmp_path / "ann").mkdir()
+    (tmp_path / "masks").mkdir()
     p = _real(repo_params, "finediving", "frames", "ann")   # relative: read from the working directory
+    p["extract_frames"]["masks_root"]["finediving"] = "masks"
     made = link_real_inputs(p, ".aqa/inputs")
     inputs = tmp_path / ".aqa/inputs"
     assert (inputs / "finediving/frames").resolve() == tmp_path / "frames"
+    assert (inputs / "finediving/masks").resolve() == tmp_path / "masks"
     assert (inputs / "finediving/annotations").resolve() == tmp_path / "ann"
     assert os.path.isabs(os.readlink(inputs / "finediving/frames"))
-    for kind in ("frames", "annotations"):   # MTL-AQA: stand-in, so the empty folder
+    for kind in ("frames", "masks", "annotations"):   # MTL-AQA: stand-in, so the empty folder
         link = inputs / "mtl_aqa" / kind
         assert link.is_symlink() and link.resolve() == (inputs / "none").resolve()
         assert list(link.iterdir()) == []
-    assert len(made) == 4
+    assert len(made) == 6
     # a dataset that does not run links to the empty folder, whatever params name
     p["datasets"] = {"run": ["mtl_aqa"], "variants": {"finediving": [], "mtl_aqa": ["i3d_mlp"]}}
     link_real_inputs(p, ".aqa/inputs")
