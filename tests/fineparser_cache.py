@@ -63,7 +63,7 @@ def fineparser_dataset(tmp: Path, feature_cfg: dict, num_dives: int = 8) -> dict
     weights = write_weights(tmp / "weights")
     cfg = {**copy.deepcopy(feature_cfg), **SMALL_PROTOCOL, "fineparser": {"finediving": True, "mtl_aqa": False}}
     extract_features(frames_root=frames, dives_parquet=dives, weights_path=weights, out_dir=tmp / "features",
-                     cfg=cfg, dataset="finediving", masks_root=masks, masks_source="test masks")
+                     cfg=cfg, dataset="finediving", masks_root=masks)
     return {"dives": dives, "frames": frames, "masks": masks, "weights": weights, "features": tmp / "features",
             "rows": rows, "cfg": cfg}
 
