@@ -1,13 +1,14 @@
 # Entry points. `make repro` = set up + run the whole pipeline; `make test` = set up + tests;
 # `make paper` = the whole pipeline with the reference's training settings (params/paper.yaml
-# through `dvc exp run`; extra keys: make paper PAPER_ARGS="-S train.epochs=1").
+# through `dvc exp run`; extra keys: make paper PAPER_ARGS="-S train.epochs=1");
+# `make fineparser` = the default plus FineParser (params/fineparser.yaml, the same way).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CLUSTER_STAMP := $(VENV)/.installed-cluster
 
-.PHONY: venv cluster-venv repro paper test test-pipeline test-slurm test-all lint clean-outputs
+.PHONY: venv cluster-venv repro paper fineparser test test-pipeline test-slurm test-all lint clean-outputs
 
 venv: $(STAMP)
 
@@ -25,6 +26,9 @@ repro: venv
 
 paper: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/aqa paper $(PAPER_ARGS)
+
+fineparser: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/aqa paper --overlay params/fineparser.yaml $(PAPER_ARGS)
 
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pytest

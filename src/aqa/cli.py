@@ -285,7 +285,9 @@ def make_report_cmd(params_path, log_file, metrics_dir, tables_dir):
 @click.option("--dry-run", is_flag=True, help="Print the dvc exp run command instead of running it.")
 def paper_cmd(params_path, log_file, overlay_path, sets, name, dry_run):
     """Run the whole pipeline with the reference's training settings (docs/TRAINING.md, "Paper
-    mode"): params.yaml + the overlay (+ --set) through `dvc exp run --set-param`, validated first."""
+    mode"): params.yaml + the overlay (+ --set) through `dvc exp run --set-param`, validated first.
+    Any overlay works the same way: `--overlay params/fineparser.yaml` (`make fineparser`) adds
+    FineParser to the built-in default."""
     from aqa.paper import run_paper
 
     code = run_paper(params_path, overlay_path, list(sets), name=name, dry_run=dry_run)

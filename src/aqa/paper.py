@@ -182,7 +182,7 @@ def run_paper(params_path: str | Path, overlay_path: str | Path, sets: list[str]
     overlay = read_overlay(overlay_path)
     overrides, _ = resolve(params, overlay, [parse_set(s) for s in sets], str(overlay_path))
     cmd = dvc_command(overrides, params, name)
-    log.info("paper mode: %s", " ".join(cmd))
+    log.info("params overlay run: %s", " ".join(cmd))
     if dry_run:
         print(shlex.join(cmd))
         return 0

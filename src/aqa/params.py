@@ -182,6 +182,35 @@ def fineparser_cache_errors(params: dict[str, Any]) -> list[str]:
     if wanted and fx["sve_backbone"] == "resnet34" and fx["sve_weights_path"] is None:
         problems.append("extract_features.sve_backbone = resnet34 needs extract_features.sve_weights_path "
                         "(torchvision's resnet34-b627a593.pth)")
+    return problems + fineparser_variant_errors(params)
+
+
+def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
+    """A listed FineParser variant needs its dataset's cache additions, made with its SVE backbone
+    (checked here, before any stage runs, rather than when training opens the cache)."""
+    from aqa.models.fineparser_ablations import ABLATIONS
+
+    fx, defined = params["extract_features"], params["train"]["variants"]
+    problems = []
+    for dataset in params["datasets"]["run"]:
+        for name in params["datasets"]["variants"].get(dataset, []):
+            variant = defined.get(name, {})
+            if variant.get("method") != "fineparser":
+                continue
+            if fx["fineparser"].get(dataset) in (False, None):
+                problems.append(f"datasets.variants.{dataset} lists {name} (FineParser) but "
+                                f"extract_features.fineparser.{dataset} is false: its cache would lack "
+                                "mixed4f / sve / masks (set it to true, or `make fineparser`)")
+            ablation = variant.get("ablation")
+            if ablation is not None and ablation not in ABLATIONS:
+                problems.append(f"train.variants.{name}: ablation {ablation!r} is not one of {sorted(ABLATIONS)}")
+                continue
+            settings = {**ABLATIONS.get(ablation, {}), **variant}   # as the registry merges them
+            backbone = settings.get("sve_backbone", "i3d2d")
+            if backbone != fx["sve_backbone"]:
+                problems.append(f"train.variants.{name} reads {backbone} SVE features but "
+                                f"extract_features.sve_backbone = {fx['sve_backbone']}: the cache holds one "
+                                "backbone's features")
     return problems
 
 

@@ -133,3 +133,22 @@ def test_the_tables_say_what_honest_means_without_a_validation_split(repo_params
     _, merged = resolve(repo_params, read_overlay(OVERLAY), [])
     assert "honest = last epoch's model (no validation split" in both_protocols(merged)
     assert "honest = last epoch's model" in table3({}, merged).caption
+
+
+def test_the_fineparser_overlay_adds_fineparser_to_the_default_through_dvc(tmp_path, repo_params):
+    """params/fineparser.yaml (`make fineparser`): the default plus the main FineParser model and the
+    cache additions it reads, validated as a whole, and DVC's --set-param code gives those params back."""
+    from dvc.utils.hydra import apply_overrides
+
+    overrides, merged = resolve(repo_params, read_overlay(REPO / "params" / "fineparser.yaml"), [])
+    assert repo_params["extract_features"]["fineparser"]["finediving"] is False   # the default trains no FineParser
+    assert merged["extract_features"]["fineparser"]["finediving"] is True
+    assert merged["datasets"]["variants"]["finediving"] == [*repo_params["datasets"]["variants"]["finediving"],
+                                                            "fineparser"]
+    assert merged["train"]["variants"]["fineparser"] == {"method": "fineparser", "train": {"epochs": 2}}
+    for section in ("synthesize_videos", "extract_frames", "evaluate", "make_report"):
+        assert merged[section] == repo_params[section]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(repo_params, sort_keys=False))
+    apply_overrides(params, set_param_args(overrides, repo_params)[1::2])
+    assert read_yaml(params.read_text()) == merged

@@ -360,3 +360,26 @@ def test_snakemake_refuses_a_misspelled_key(tmp_path):
     root = _pipeline_copy(tmp_path, (REPO / "params.yaml").read_text().replace("  epochs: 4 ", "  epoch: 4 "))
     with pytest.raises(Exception, match=r"params.yaml: train.epoch: unknown key"):
         _snakemake_config(root)
+
+
+def _with_fineparser(repo_params, name: str, additions) -> dict:
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["variants"]["finediving"] = [*p["datasets"]["variants"]["finediving"], name]
+    p["extract_features"]["fineparser"]["finediving"] = additions
+    return p
+
+
+def test_a_listed_fineparser_variant_needs_the_cache_additions(repo_params):
+    assert ("datasets.variants.finediving lists fineparser (FineParser) but "
+            "extract_features.fineparser.finediving is false") in _refused(_with_fineparser(repo_params, "fineparser", False))
+    p = _with_fineparser(repo_params, "fineparser", True)
+    validate_params(p)   # with the additions it is accepted
+
+
+def test_a_fineparser_variant_must_read_the_backbone_the_cache_holds(repo_params):
+    p = _with_fineparser(repo_params, "fp_resnet34", True)   # the cache holds i3d2d features
+    assert ("train.variants.fp_resnet34 reads resnet34 SVE features but extract_features.sve_backbone = i3d2d"
+            in _refused(p))
+    p["train"]["variants"]["bogus"] = {"method": "fineparser", "ablation": "table9_Z"}
+    p["datasets"]["variants"]["finediving"].append("bogus")
+    assert "train.variants.bogus: ablation 'table9_Z' is not one of" in _refused(p)

@@ -74,8 +74,11 @@ def how_to_run(variant: str, params: dict[str, Any], dataset: str = "finediving"
     text = f"params do not train {variant} ({what}); to run it add `{variant}` to datasets.variants.{dataset}"
     if variant not in params["train"]["variants"]:
         text += f" and `{params_line(variant)}` to train.variants"
+    if params["extract_features"]["fineparser"].get(dataset) in (False, None):   # its cache additions
+        text += f", set extract_features.fineparser.{dataset}: true"
     extra = EXTRA_NEEDS.get(variant)
-    return text + (f", {extra}" if extra else "") + ", then dvc repro"
+    text += (f", {extra}" if extra else "") + ", then dvc repro"
+    return text + (" (or `make fineparser`)" if variant == MAIN else "")
 
 
 def settings_mismatch(variant: str, settings: dict[str, Any]) -> str | None:

@@ -95,6 +95,7 @@ def params(repo_params):
     p["train"]["exemplar_modes"] = ["dn", "nodn"]
     p["datasets"]["variants"] = {"finediving": ["tsa", "i3d_mlp", *TRAINED_FP], "mtl_aqa": ["core"]}
     p["make_report"]["table4_variant"] = "tsa"
+    p["extract_features"]["fineparser"]["finediving"] = True   # the cache additions the FineParser variants read
     return p
 
 
@@ -408,3 +409,12 @@ def test_i3d2d_row_not_filled_from_another_cached_backbone(tmp_path, written, pa
     rows = read_rows(tmp_path / "t" / "fineparser_table5.csv")
     (i3d2d,) = [r for r in rows if r[0].startswith("I3D-2D") and r[1].startswith("ours")]
     assert "the cache's SVE features are resnet34's" in i3d2d[1] and i3d2d[2:] == [NOT_RUN] * 2
+
+
+def test_not_run_rows_name_the_cache_additions_when_they_are_off(repo_params):
+    from aqa.report.fineparser_variants import how_to_run
+
+    assert repo_params["extract_features"]["fineparser"]["finediving"] is False   # the built-in default
+    assert how_to_run("fineparser", repo_params).endswith(
+        "add `fineparser` to datasets.variants.finediving, set extract_features.fineparser.finediving: true, "
+        "then dvc repro (or `make fineparser`)")
