@@ -16,9 +16,6 @@ from mlflow import MlflowClient
 
 from test_pipeline import BIN, REPO, _run
 
-pytest.importorskip("aqa.features.additions", reason="extract_features has no FineParser additions (helper B's "
-                    "writer) in this checkout")
-
 
 @pytest.fixture()
 def fp_project(tmp_path, tiny_params):
@@ -36,6 +33,7 @@ def fp_project(tmp_path, tiny_params):
     p = tiny_params
     p["synthesize_videos"]["finediving"]["dives_per_video"] = 6
     p["extract_features"]["flip_view"] = False
+    p["extract_features"]["fineparser"]["finediving"] = True   # off in the built-in default
     p["fetch_i3d"]["weights_path"] = str(weights)
     p["train"]["epochs"] = 1
     p["train"]["exemplar_modes"] = ["dn"]

@@ -332,12 +332,13 @@ def test_a_model_asks_for_its_keys_and_a_cache_without_them_is_one_line(rendered
 def test_params_of_the_additions_are_checked(repo_params):
     from aqa.params import ParamsError, validate_params
 
-    assert repo_params["extract_features"]["fineparser"] == {"finediving": True, "mtl_aqa": False}
+    assert repo_params["extract_features"]["fineparser"] == {"finediving": False, "mtl_aqa": False}  # `make fineparser`
     p = copy.deepcopy(repo_params)
     p["extract_features"]["fineparser"]["mtl_aqa"] = "masks_only"
     with pytest.raises(ParamsError, match="extract_features.fineparser.mtl_aqa"):
         validate_params(p)
     p = copy.deepcopy(repo_params)
+    p["extract_features"]["fineparser"]["finediving"] = True
     p["extract_features"]["sve_backbone"] = "resnet34"
     with pytest.raises(ParamsError, match="extract_features.sve_weights_path"):
         validate_params(p)

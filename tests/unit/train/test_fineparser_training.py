@@ -3,9 +3,8 @@ SAP trunk from the Kinetics weights (and the refusal without them), resume after
 metrics and references in the metrics JSON, the overlays in MLflow.
 
 Real inputs: JPEG frames (and masks), I3D weights imported as fetch_i3d does, a cache made by
-extract_features at a small protocol (32 x 32 crop) with FineParser's additions (by the real
-writer when it is there, else in the CONTRACT's layout by tests/fineparser_cache.py), a real
-MLflow sqlite store.
+extract_features at a small protocol (32 x 32 crop) with FineParser's additions
+(tests/fineparser_cache.py), a real MLflow sqlite store.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from aqa.train.checkpoint import load_checkpoint
 from aqa.train.loop import make_optimizer
 from aqa.train.run import dataset_masks, model_kwargs, parse_variant, split_rows, train_variant
 from aqa.train.sap_init import SAPWeightsError, init_sap
-from fineparser_cache import HAVE_WRITER, fineparser_dataset, load_with_additions
+from fineparser_cache import fineparser_dataset, load_with_additions
 from train_helpers import sqlite_store
 
 # The model at full width (it reads I3D's 1024 and SVE's 512 channels), its heads small.
@@ -42,13 +41,6 @@ def data_dir(tmp_path_factory, repo_params):
             "mlflow": sqlite_store(folder)}
 
 
-@pytest.fixture()
-def loader(monkeypatch):
-    # without helper B's loader the train / evaluate stages read the stand-in's additions
-    if not HAVE_WRITER:
-        monkeypatch.setattr("aqa.train.run.load_dive_data", load_with_additions)
-
-
 def _params(tiny_params, **train):
     p = copy.deepcopy(tiny_params)
     p["train"].update({"epochs": 1, "batch_size": 2, "seeds": [0], "device": "cpu", "validation_fraction": 0.25,
@@ -57,6 +49,7 @@ def _params(tiny_params, **train):
     p["evaluate"].update({"num_exemplars": 2, "batch_size": 4})
     p["make_report"]["exemplar_counts"] = [1, 2]
     p["datasets"]["variants"] = {"finediving": ["fineparser"], "mtl_aqa": []}
+    p["extract_features"]["fineparser"]["finediving"] = True
     return p
 
 
@@ -84,7 +77,7 @@ def test_optimiser_groups_are_fineparsers_parts_at_the_codes_lr():
                                                        "weight_decay": 0}).param_groups] == ["psnet", "finereg"]
 
 
-def test_sap_starts_from_the_kinetics_weights_and_refuses_without_them(data_dir, tiny_params, loader, tmp_path):
+def test_sap_starts_from_the_kinetics_weights_and_refuses_without_them(data_dir, tiny_params, tmp_path):
     model = build_model("fineparser", **{k: v for k, v in TINY_FP.items() if k != "method"})
     with pytest.raises(Exception, match="never initialised from the Kinetics"):
         model.encode(load_with_additions(data_dir["dives"], data_dir["features"]).batch([0, 1]), "pred")
@@ -108,7 +101,7 @@ def test_sap_starts_from_the_kinetics_weights_and_refuses_without_them(data_dir,
     assert dict(result["model_settings"])["ablation"] == "table3_C" and "aiou50" in result["honest"]
 
 
-def test_killed_training_resumes_to_the_uninterrupted_result(data_dir, tiny_params, loader, tmp_path):
+def test_killed_training_resumes_to_the_uninterrupted_result(data_dir, tiny_params, tmp_path):
     params = _params(tiny_params, epochs=2)
     whole = _train(data_dir, params, tmp_path / "whole")[0]
     _train(data_dir, params, tmp_path / "killed", max_epochs=1)
@@ -124,7 +117,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(data_dir, tiny_para
     assert {"mask_mae", "mask_fbeta", "mask_smeasure"} <= set(whole[0]["test"])   # per epoch: the paper protocol
 
 
-def test_evaluate_writes_mask_metrics_references_and_overlays(data_dir, tiny_params, loader, tmp_path,
+def test_evaluate_writes_mask_metrics_references_and_overlays(data_dir, tiny_params, tmp_path,
                                                               monkeypatch):
     params = _params(tiny_params)
     _train(data_dir, params, tmp_path / "m")
