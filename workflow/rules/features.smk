@@ -37,8 +37,13 @@ rule extract_features_dataset:
     log:
         "logs/extract_features/{dataset}.log",
     shell:
+<<<<<<< HEAD
         "aqa extract-features --params {params.file} --log {log} --frames {params.frames}"
         " --annotations {params.dives} --weights {input.weights} --out {params.out}"
+=======
+        "{AQA} extract-features --params {PARAMS} --log {log} --frames {params.frames}"
+        " --annotations {params.dives} --weights {input.weights} --out {params.out}"
+>>>>>>> parent of 80299ed (Merge branch 's15-s1')
 
 
 rule extract_features:
