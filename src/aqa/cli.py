@@ -190,13 +190,17 @@ def fetch_i3d_cmd(params_path, log_file, out_dir):
 @click.option("--annotations", "dives_parquet", type=EXISTING, required=True, help="dives.parquet.")
 @click.option("--weights", "weights_path", type=EXISTING, required=True, help="I3D state dict (.pt).")
 @click.option("--out", "out_dir", type=PATH, required=True, help="Feature cache folder.")
-def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir):
+@click.option("--work", "work_dir", type=PATH, default=None,
+              help="Resume and extend the cache in this folder (started from --out, or from the --out "
+                   "dvc.lock records), then rename it to --out (the DVC stage: .aqa/work/<out>); default: "
+                   "work in --out itself.")
+def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir, work_dir):
     """Compute the I3D feature cache for every dive (resumable, invalidated by a changed manifest)."""
     from aqa.features.extract import extract_features
 
     cfg = load_params(params_path, "extract_features")
     extract_features(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
-                     out_dir=out_dir, cfg=cfg)
+                     out_dir=out_dir, cfg=cfg, work_dir=work_dir)
 
 
 @main.command("train")
@@ -212,14 +216,19 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
               help="I3D state dict (.pt) to fine-tune (train.backbone: finetune).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
               "or sqlite:///mlflow.db).")
+@click.option("--work", "work_dir", type=PATH, default=None,
+              help="Train and resume in this folder (started from --out, or from the --out dvc.lock "
+                   "records), then rename it to --out (the DVC stage: .aqa/work/<out>); default: train in "
+                   "--out itself.")
 def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, frames_root, weights_path,
-              tracking_uri):
+              tracking_uri, work_dir):
     """Train one method variant for every seed in params (resumes from the last checkpoint)."""
     from aqa.train.run import train_variant
 
     params = load_params(params_path)
     train_variant(variant, features_dir=features_dir, dives_parquet=dives_parquet, out_dir=out_dir,
-                  params=params, tracking_uri=tracking_uri, frames_root=frames_root, weights_path=weights_path)
+                  params=params, tracking_uri=tracking_uri, frames_root=frames_root, weights_path=weights_path,
+                  work_dir=work_dir)
 
 
 @main.command("evaluate")

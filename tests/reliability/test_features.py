@@ -5,6 +5,7 @@ error, nothing lost, and the same result once the fault is gone."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,20 +137,34 @@ def test_damaged_weights_are_refused_and_repaired_by_dvc_repro(built_project):
 
 def test_a_damaged_cache_file_is_recomputed_alone(built_project):
     cache = built_project / FEATURES
+    work = built_project / ".aqa/work" / FEATURES   # where the stage resumes and extends (aqa.workdir)
     before = cache_bytes(cache)
     lock_before = (built_project / "dvc.lock").read_text()
     dives = finished_dives(cache)
+
+    # the output damaged: DVC restores it from its cache (the run-cache entry of dvc.lock's run)
     damaged = cache / dives[0] / "maps.npy"
     damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated, as by a full disk or a killed copy
-
     out = run(["dvc", "repro"], built_project)
     output = out.stdout + out.stderr
-    assert stages_run(output) == ["extract_features@finediving"], output  # the models see the same features
+    assert "Stage 'extract_features@finediving' is cached - skipping run" in output, output
+    assert stages_run(output) == [], output
+    assert cache_bytes(cache) == before
+
+    # the state the stage resumes from damaged (a killed run's work folder), and the stage run:
+    # that dive alone is recomputed
+    shutil.copytree(cache, work)
+    damaged = work / dives[0] / "maps.npy"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    out = run(["dvc", "repro", "--force", "--single-item", "extract_features@finediving"], built_project)
+    output = out.stdout + out.stderr
+    assert stages_run(output) == ["extract_features@finediving"], output
     log = (built_project / "logs/extract_features/finediving.log").read_text()
     assert f"{len(dives) - 1} already cached, 1 to compute" in log
     assert f"{dives[0]}: maps.npy: truncated" in log
-    assert cache_bytes(cache) == before
+    assert cache_bytes(cache) == before and not work.exists()
     assert (built_project / "dvc.lock").read_text() == lock_before
+    assert stages_run(run(["dvc", "repro"], built_project).stdout) == []   # the models see the same features
 
 
 def test_an_impossible_crop_leaves_the_cache_whole(built_project):

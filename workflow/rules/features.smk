@@ -31,19 +31,16 @@ rule extract_features_dataset:
         frames=lambda wildcards: frames_source(wildcards.dataset),
         dives=DIVES,
         out=FEATURES,
+        # where the cache is resumed and extended, renamed onto `out` when done (aqa.workdir)
+        work=f".aqa/work/{FEATURES}",
     threads: job_threads(config, "extract_features")
     resources:
         **job_resources(config, "extract_features"),
     log:
         "logs/extract_features/{dataset}.log",
     shell:
-<<<<<<< HEAD
         "aqa extract-features --params {params.file} --log {log} --frames {params.frames}"
-        " --annotations {params.dives} --weights {input.weights} --out {params.out}"
-=======
-        "{AQA} extract-features --params {PARAMS} --log {log} --frames {params.frames}"
-        " --annotations {params.dives} --weights {input.weights} --out {params.out}"
->>>>>>> parent of 80299ed (Merge branch 's15-s1')
+        " --annotations {params.dives} --weights {input.weights} --out {params.out} --work {params.work}"
 
 
 rule extract_features:

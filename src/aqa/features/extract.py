@@ -397,12 +397,28 @@ def jobs_to_compute(every: list[DiveJob], out_dir: Path, cfg: dict[str, Any]) ->
 
 
 def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Path, out_dir: Path,
-                     cfg: dict[str, Any]) -> None:
+                     cfg: dict[str, Any], work_dir: Path | None = None) -> None:
     """Compute the I3D cache for every dive of `dives_parquet` (all splits), resumably.
 
     Everything is checked (params, annotations, weights, every dive's frames) before `out_dir`
-    is touched; only then may a changed manifest clear the old cache.
+    is touched; only then may a changed manifest clear the old cache. With `work_dir` (the DVC
+    stage's .aqa/work/<out_dir>, aqa.workdir) the cache is resumed and extended there (started
+    from the last output when there is no work folder), and becomes out_dir once every dive is in.
     """
+    if work_dir is not None:
+        from aqa.workdir import publish, start
+
+        start(work_dir, out_dir)
+        _extract(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
+                 out_dir=Path(work_dir), cfg=cfg)
+        publish(work_dir, out_dir)
+        return
+    _extract(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path, out_dir=out_dir,
+             cfg=cfg)
+
+
+def _extract(*, frames_root: Path, dives_parquet: Path, weights_path: Path, out_dir: Path,
+             cfg: dict[str, Any]) -> None:
     frames_root, out_dir, weights_path = Path(frames_root), Path(out_dir), Path(weights_path)
     torch.manual_seed(int(cfg["seed"]))
     check_geometry(cfg)
