@@ -5,7 +5,7 @@ keeps no run-cache entry for a stage with a persisted output. So extract_feature
 work in an untracked folder (.aqa/work/<output path>, passed as --work by the rules):
 
 - `start`: a work folder left by a killed or failed run is resumed as it is. Without one, the
-  stage starts from its last state: the output itself when it is still there (the Snakemake
+  stage starts from its last state: the output itself when it still holds files (the Snakemake
   driver, a run by hand), else the output as dvc.lock last recorded it, copied from DVC's cache
   (so a feature cache is extended, and finished seeds are skipped, after DVC deleted the output;
   in a fresh clone too, once `dvc pull` brought the cache). The stage's own checks (feature
@@ -23,6 +23,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -34,11 +35,29 @@ log = logging.getLogger(__name__)
 
 WORK_ROOT = Path(".aqa/work")
 DVC_LOCK = Path("dvc.lock")
-DVC_OBJECTS = Path(".dvc/cache/files/md5")   # DVC 3's default cache layout (objects by md5)
+DVC_DIR = Path(".dvc")
 
 
-def _object(md5: str) -> Path:
-    return DVC_OBJECTS / md5[:2] / md5[2:]
+def _cache_dir() -> Path:
+    """DVC's cache folder: `cache.dir` of the project's config (config.local first; a relative one
+    is relative to .dvc/, as DVC reads it), else .dvc/cache. (A cache.dir set only in the user's or
+    the system's DVC config is not seen: the stage then starts from nothing and recomputes.)"""
+    for name in ("config.local", "config"):
+        try:
+            lines = (DVC_DIR / name).read_text().splitlines()
+        except OSError:
+            continue
+        section = None
+        for line in (raw.strip() for raw in lines):
+            if line.startswith("["):
+                section = line.strip("[]'\" ")
+            elif section == "cache" and (found := re.fullmatch(r"dir\s*=\s*(.+)", line)):
+                return DVC_DIR / os.path.expanduser(found.group(1).strip().strip("'\""))
+    return DVC_DIR / "cache"
+
+
+def _object(md5: str, objects: Path) -> Path:
+    return objects / md5[:2] / md5[2:]   # DVC 3's cache layout: <cache>/files/md5/<2>/<30>
 
 
 def _lock_path(out: Path) -> str | None:
@@ -66,8 +85,9 @@ def committed_files(out: str | Path) -> list[tuple[str, Path]] | None:
     if not isinstance(md5, str) or not md5.endswith(".dir"):
         return None
     try:
-        entries = json.loads(_object(md5).read_text())
-        files = [(str(e["relpath"]), _object(str(e["md5"]))) for e in entries]
+        objects = _cache_dir() / "files" / "md5"
+        entries = json.loads(_object(md5, objects).read_text())
+        files = [(str(e["relpath"]), _object(str(e["md5"]), objects)) for e in entries]
     except (OSError, ValueError, TypeError, KeyError):
         return None
     return files if all(path.is_file() for _, path in files) else None
@@ -83,20 +103,29 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
+def _state_files(files: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """The files of a stage's state, without Snakemake's flags (.train.done, .extract_features.done)."""
+    return [(rel, path) for rel, path in files if not rel.startswith(".")]
+
+
 def start(work: str | Path, out: str | Path) -> str:
     """Make sure the work folder holds the stage's last state; returns where it came from."""
     work, out = Path(work), Path(out)
     if work.exists():
+        log.info("%s: resumed as a previous run left it", work)
         return "a previous run's work folder"
-    if out.is_dir():
-        # links are safe: the output is only ever replaced by `publish`, never written in place
-        files = [(p.relative_to(out).as_posix(), p) for p in sorted(out.rglob("*")) if p.is_file()]
-        place, source = _link_or_copy, f"the output {out}"
-    else:
-        files = committed_files(out) or []
-        place, source = shutil.copyfile, f"{out} as dvc.lock records it (DVC's cache)"
-    files = [(rel, path) for rel, path in files if not rel.startswith(".")]   # Snakemake's flags
+    # links are safe: the output is only ever replaced by `publish`, never written in place
+    files = _state_files([(p.relative_to(out).as_posix(), p) for p in sorted(out.rglob("*")) if p.is_file()]
+                         if out.is_dir() else [])
+    place, source = _link_or_copy, f"the output {out}"
     if not files:
+        # No output, or an empty folder: DVC deletes the output before it runs the stage, and
+        # Snakemake then creates the folder of the job's flag (<out>/.train.done) before the
+        # command starts, so an empty folder says nothing about the last state.
+        files = _state_files(committed_files(out) or [])
+        place, source = shutil.copyfile, f"{out} as dvc.lock records it (DVC's cache)"
+    if not files:
+        log.info("%s: started from nothing (no earlier output in %s or in DVC's cache)", work, out)
         return "nothing"
     with atomic_path(work) as tmp:
         for rel, path in files:

@@ -167,6 +167,40 @@ def test_a_damaged_cache_file_is_recomputed_alone(built_project):
     assert stages_run(run(["dvc", "repro"], built_project).stdout) == []   # the models see the same features
 
 
+def test_a_cache_made_before_the_work_folders_is_where_the_upgraded_stage_starts(built_project):
+    """A project built when the feature cache was a `persist: true` output extended in place (main
+    before issue 12 item 3), then updated to the work folders: the first run starts from the old
+    cache (DVC deletes the output, Snakemake re-creates its empty folder; aqa.workdir takes dvc.lock's
+    version from DVC's cache) and computes no dive."""
+    root = built_project
+    stage = "extract_features@finediving"
+    out = "      - data/processed/features/${item.dataset}/i3d\n"
+    current = {name: (root / name).read_text() for name in ("dvc.yaml", "workflow/rules/features.smk")}
+    assert out in current["dvc.yaml"] and " --work {params.work}" in current["workflow/rules/features.smk"]
+    (root / "dvc.yaml").write_text(current["dvc.yaml"].replace(out, out[:-1] + ":\n          persist: true\n"))
+    (root / "workflow/rules/features.smk").write_text(
+        current["workflow/rules/features.smk"].replace(" --work {params.work}", ""))
+    log = root / "logs/extract_features/finediving.log"
+    shutil.rmtree(root / ".dvc/cache/runs")   # a project of that time has no run-cache record of the stage
+
+    older = run(["dvc", "repro", "--single-item", stage], root)   # the old stage: the cache extended in place
+    assert stages_run(older.stdout) == [stage], older.stdout
+    dives = finished_dives(root / FEATURES)
+    assert f"{len(dives)} already cached, 0 to compute" in log.read_text() and "started from" not in log.read_text()
+    assert not (root / ".aqa/work" / FEATURES).exists()
+    before, lock = cache_bytes(root / FEATURES), yaml.safe_load((root / "dvc.lock").read_text())
+
+    for name, text in current.items():   # the update
+        (root / name).write_text(text)
+    upgraded = run(["dvc", "repro", "--single-item", stage], root)
+    assert stages_run(upgraded.stdout) == [stage], upgraded.stdout
+    text = log.read_text()
+    assert f"started from {FEATURES} as dvc.lock records it (DVC's cache)" in text, text
+    assert f"{len(dives)} already cached, 0 to compute" in text, text
+    assert cache_bytes(root / FEATURES) == before and not (root / ".aqa/work" / FEATURES).exists()
+    assert yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]["outs"] == lock["stages"][stage]["outs"]
+
+
 def test_an_impossible_crop_leaves_the_cache_whole(built_project):
     before = cache_bytes(built_project / FEATURES)
     params = read_params(built_project)

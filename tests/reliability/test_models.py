@@ -60,7 +60,12 @@ def test_changed_score_retrains_and_reevaluates(built_project):
     run(["dvc", "commit", "-f", "synthesize_videos@finediving"], root)     # the user's edit of the annotations
     _repro(root)
 
+    # the training starts from the old model (DVC deleted the folder, Snakemake re-created it empty)
+    assert f"started from {SEED.parent} as dvc.lock records it (DVC's cache)" in _train_log(root)
     assert "made from other annotations" in _train_log(root)
+    # the feature stage ran for the new dives.parquet and found every dive in the old cache
+    assert re.search(r"\d+ already cached, 0 to compute",
+                     (root / "logs/extract_features/finediving.log").read_text())
     after = _results(root)
     assert after[SEED / "checkpoint.pt"] != before[SEED / "checkpoint.pt"]
     old = torch.load(root / SEED / "checkpoint.pt", weights_only=True)

@@ -89,3 +89,26 @@ def test_a_kill_during_an_earlier_publish_leaves_nothing_behind(project):
     _write(project, {".out.123.old/a": b"old"})                     # the old output, renamed aside
     publish(work, project / "out")
     assert _tree(project / "out") == {"a": b"new"} and not list(project.glob(".out.*"))
+
+
+def test_an_empty_output_folder_starts_from_dvc_cache(project):
+    """Under `dvc repro` DVC deletes the output, then Snakemake creates its folder (the parent of
+    the job's flag <out>/.train.done) before the command runs: the empty folder is no last state."""
+    _commit_to_dvc_cache(project, "models/fr-dn", FILES)
+    (project / "models/fr-dn").mkdir(parents=True)
+    assert start(Path("work"), Path("models/fr-dn")).endswith("(DVC's cache)")
+    assert _tree(project / "work") == {"seed0/checkpoint.pt": b"ckpt", "seed0/history.json": b"[]"}
+    _write(project / "flag-only", {".train.done": b""})                # a Snakemake flag alone: no state either
+    _commit_to_dvc_cache(project, "flag-only", FILES)
+    assert start(Path("work2"), Path("flag-only")).endswith("(DVC's cache)")
+
+
+@pytest.mark.parametrize("config", ["config", "config.local"])
+def test_the_dvc_cache_folder_of_the_project_config_is_read(project, tmp_path_factory, config):
+    _commit_to_dvc_cache(project, "models/fr-dn", FILES)
+    elsewhere = tmp_path_factory.mktemp("shared-cache")
+    os.rename(project / ".dvc/cache/files", elsewhere / "files")        # as after `dvc cache dir <elsewhere>`
+    assert committed_files(Path("models/fr-dn")) is None
+    (project / ".dvc" / config).write_text(f"[core]\n    analytics = false\n[cache]\n    dir = {elsewhere}\n")
+    assert start(Path("work"), Path("models/fr-dn")).endswith("(DVC's cache)")
+    assert _tree(project / "work")["seed0/checkpoint.pt"] == b"ckpt"
