@@ -6,7 +6,8 @@ The scratch folder gets the clone's dvc.lock and copies of the DVC cache objects
 and model outputs (the clone is only read); then start() (dvc.lock read, copy from DVC's cache)
 and publish() (rename) run for every extract_features / train / train_mtl_aqa output, as a re-run
 of each of those stages does after DVC deleted its output; last, the same starts with an empty
-DVC cache (a fresh clone, where dvc.lock is committed but nothing was pulled)."""
+DVC cache (a fresh clone, where dvc.lock is committed but nothing was pulled) and empty output
+folders (Snakemake creates the folder of the job's flag before the command starts)."""
 import json
 import os
 import shutil
@@ -60,6 +61,7 @@ def main(clone: Path, root: Path) -> None:
     shutil.rmtree(".dvc")             # a fresh clone: dvc.lock lists every output, DVC's cache is empty
     for out in outs:
         shutil.rmtree(out)
+        Path(out).mkdir()   # as under `dvc repro`: Snakemake creates the folder of the job's flag
     t0 = time.perf_counter()
     for out in sorted(outs):
         assert start(Path(".aqa/work") / out, Path(out)) == "nothing"

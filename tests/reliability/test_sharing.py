@@ -102,6 +102,9 @@ def test_the_run_cache_restores_features_and_models_and_travels_with_push(shared
     changed_run = repro(shared)
     commit(shared, "lr x 2")
     assert set(TRAIN + FEATURES) <= set(stages_run(changed_run)), changed_run
+    for dataset in ("finediving", "mtl_aqa"):   # started from the old cache (aqa.workdir), no dive computed
+        log = (shared / f"logs/extract_features/{dataset}.log").read_text()
+        assert "as dvc.lock records it (DVC's cache)" in log and re.search(r"\d+ already cached, 0 to compute", log), log
     changed = outputs(shared)
     assert changed["models/finediving/fr-dn/seed0/checkpoint.pt"] != before["models/finediving/fr-dn/seed0/checkpoint.pt"]
 
