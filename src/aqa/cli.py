@@ -195,8 +195,12 @@ def fetch_i3d_cmd(params_path, log_file, out_dir):
 @click.option("--masks", "masks_root", type=PATH, default=None,
               help="Masks root <video>/<idx>/<frame:05d>.jpg (extract_frames.masks_root.<dataset>, else the "
                    "stand-in's data/raw/<dataset>/masks); read when the additions include masks.")
+@click.option("--work", "work_dir", type=PATH, default=None,
+              help="Resume and extend the cache in this folder (started from --out, or from the --out "
+                   "dvc.lock records), then rename it to --out (the DVC stage: .aqa/work/<out>); default: "
+                   "work in --out itself.")
 def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weights_path, out_dir, dataset,
-                         masks_root):
+                         masks_root, work_dir):
     """Compute the I3D feature cache for every dive (resumable, invalidated by a changed manifest),
     with FineParser's additions for a dataset whose params ask (a cache without them is extended)."""
     from aqa.features.extract import extract_features
@@ -206,7 +210,8 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
     if dataset is not None and params["extract_frames"]["frames_root"].get(dataset) and not real_masks:
         masks_root = None  # real frames without their real masks: the stand-in's outline no diver of them
     extract_features(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
-                     out_dir=out_dir, cfg=params["extract_features"], dataset=dataset, masks_root=masks_root)
+                     out_dir=out_dir, cfg=params["extract_features"], dataset=dataset, masks_root=masks_root,
+                     work_dir=work_dir)
 
 
 @main.command("train")
@@ -223,14 +228,19 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
               "SAP trunk starts from it.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
               "or sqlite:///mlflow.db).")
+@click.option("--work", "work_dir", type=PATH, default=None,
+              help="Train and resume in this folder (started from --out, or from the --out dvc.lock "
+                   "records), then rename it to --out (the DVC stage: .aqa/work/<out>); default: train in "
+                   "--out itself.")
 def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, frames_root, weights_path,
-              tracking_uri):
+              tracking_uri, work_dir):
     """Train one method variant for every seed in params (resumes from the last checkpoint)."""
     from aqa.train.run import train_variant
 
     params = load_params(params_path)
     train_variant(variant, features_dir=features_dir, dives_parquet=dives_parquet, out_dir=out_dir,
-                  params=params, tracking_uri=tracking_uri, frames_root=frames_root, weights_path=weights_path)
+                  params=params, tracking_uri=tracking_uri, frames_root=frames_root, weights_path=weights_path,
+                  work_dir=work_dir)
 
 
 @main.command("evaluate")

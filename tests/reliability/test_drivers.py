@@ -13,10 +13,13 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from harness import commit, kill_group, read_params, run, start, wait_for, write_params
 
 FEATURES = "data/processed/features/finediving/i3d"
 MODEL = "models/finediving/fr-dn"
+WORK = ".aqa/work"   # where the long stages keep their resumable state (aqa.workdir)
 
 
 def results(root: Path, *, features: bool = False) -> dict[str, bytes]:
@@ -43,7 +46,7 @@ def kill_when(root: Path, predicate) -> None:
 def test_kill_during_extract_features_then_repro_resumes(tiny_project, _built_once):
     root = tiny_project
     features = root / FEATURES
-    kill_when(root, lambda: any(features.rglob("pooled.npy")))
+    kill_when(root, lambda: any((root / WORK / FEATURES).rglob("pooled.npy")))
     assert not (features / ".extract_features.done").exists(), "the kill came after extract_features"
     assert stale_snakemake_locks(root), "the killed Snakemake left no lock (nothing to test)"
 
@@ -70,12 +73,16 @@ def test_kill_during_training_then_repro_resumes(built_project, tmp_path):
     run(["dvc", "repro"], reference)
 
     root = built_project
-    seed_dir = root / MODEL / "seed0"
-    first_checkpoint = (seed_dir / "checkpoint.pt").stat().st_mtime_ns
+    seed_dir = root / WORK / MODEL / "seed0"   # where training keeps its state (aqa.workdir)
 
     def resumable_checkpoint_written() -> bool:
-        path = seed_dir / "checkpoint.pt"
-        return path.exists() and path.stat().st_mtime_ns != first_checkpoint
+        """A checkpoint of the 4-epoch training, not finished (the work folder first holds the
+        2-epoch model, copied from DVC's cache, which trains afresh)."""
+        try:
+            state = torch.load(seed_dir / "checkpoint.pt", weights_only=True, map_location="cpu")
+        except Exception:   # not there yet (or replaced while read: atomic writes, so read again)
+            return False
+        return state["config"]["train"]["epochs"] == 4 and not state["finished"]
 
     kill_when(root, resumable_checkpoint_written)
     assert not (root / MODEL / ".train.done").exists(), "the kill came after training"

@@ -5,6 +5,7 @@ error, nothing lost, and the same result once the fault is gone."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,20 +137,68 @@ def test_damaged_weights_are_refused_and_repaired_by_dvc_repro(built_project):
 
 def test_a_damaged_cache_file_is_recomputed_alone(built_project):
     cache = built_project / FEATURES
+    work = built_project / ".aqa/work" / FEATURES   # where the stage resumes and extends (aqa.workdir)
     before = cache_bytes(cache)
     lock_before = (built_project / "dvc.lock").read_text()
     dives = finished_dives(cache)
+
+    # the output damaged: DVC restores it from its cache (the run-cache entry of dvc.lock's run)
     damaged = cache / dives[0] / "maps.npy"
     damaged.write_bytes(damaged.read_bytes()[:1000])  # truncated, as by a full disk or a killed copy
-
     out = run(["dvc", "repro"], built_project)
     output = out.stdout + out.stderr
-    assert stages_run(output) == ["extract_features@finediving"], output  # the models see the same features
+    assert "Stage 'extract_features@finediving' is cached - skipping run" in output, output
+    assert stages_run(output) == [], output
+    assert cache_bytes(cache) == before
+
+    # the state the stage resumes from damaged (a killed run's work folder), and the stage run:
+    # that dive alone is recomputed
+    shutil.copytree(cache, work)
+    damaged = work / dives[0] / "maps.npy"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    out = run(["dvc", "repro", "--force", "--single-item", "extract_features@finediving"], built_project)
+    output = out.stdout + out.stderr
+    assert stages_run(output) == ["extract_features@finediving"], output
     log = (built_project / "logs/extract_features/finediving.log").read_text()
     assert f"{len(dives) - 1} already cached, 1 to compute" in log
     assert f"{dives[0]}: maps.npy: truncated" in log
-    assert cache_bytes(cache) == before
+    assert cache_bytes(cache) == before and not work.exists()
     assert (built_project / "dvc.lock").read_text() == lock_before
+    assert stages_run(run(["dvc", "repro"], built_project).stdout) == []   # the models see the same features
+
+
+def test_a_cache_made_before_the_work_folders_is_where_the_upgraded_stage_starts(built_project):
+    """A project built when the feature cache was a `persist: true` output extended in place (main
+    before issue 12 item 3), then updated to the work folders: the first run starts from the old
+    cache (DVC deletes the output, Snakemake re-creates its empty folder; aqa.workdir takes dvc.lock's
+    version from DVC's cache) and computes no dive."""
+    root = built_project
+    stage = "extract_features@finediving"
+    out = "      - data/processed/features/${item.dataset}/i3d\n"
+    current = {name: (root / name).read_text() for name in ("dvc.yaml", "workflow/rules/features.smk")}
+    assert out in current["dvc.yaml"] and " --work {params.work}" in current["workflow/rules/features.smk"]
+    (root / "dvc.yaml").write_text(current["dvc.yaml"].replace(out, out[:-1] + ":\n          persist: true\n"))
+    (root / "workflow/rules/features.smk").write_text(
+        current["workflow/rules/features.smk"].replace(" --work {params.work}", ""))
+    log = root / "logs/extract_features/finediving.log"
+    shutil.rmtree(root / ".dvc/cache/runs")   # a project of that time has no run-cache record of the stage
+
+    older = run(["dvc", "repro", "--single-item", stage], root)   # the old stage: the cache extended in place
+    assert stages_run(older.stdout) == [stage], older.stdout
+    dives = finished_dives(root / FEATURES)
+    assert f"{len(dives)} already cached, 0 to compute" in log.read_text() and "started from" not in log.read_text()
+    assert not (root / ".aqa/work" / FEATURES).exists()
+    before, lock = cache_bytes(root / FEATURES), yaml.safe_load((root / "dvc.lock").read_text())
+
+    for name, text in current.items():   # the update
+        (root / name).write_text(text)
+    upgraded = run(["dvc", "repro", "--single-item", stage], root)
+    assert stages_run(upgraded.stdout) == [stage], upgraded.stdout
+    text = log.read_text()
+    assert f"started from {FEATURES} as dvc.lock records it (DVC's cache)" in text, text
+    assert f"{len(dives)} already cached, 0 to compute" in text, text
+    assert cache_bytes(root / FEATURES) == before and not (root / ".aqa/work" / FEATURES).exists()
+    assert yaml.safe_load((root / "dvc.lock").read_text())["stages"][stage]["outs"] == lock["stages"][stage]["outs"]
 
 
 def test_an_impossible_crop_leaves_the_cache_whole(built_project):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -59,7 +60,12 @@ def test_changed_score_retrains_and_reevaluates(built_project):
     run(["dvc", "commit", "-f", "synthesize_videos@finediving"], root)     # the user's edit of the annotations
     _repro(root)
 
+    # the training starts from the old model (DVC deleted the folder, Snakemake re-created it empty)
+    assert f"started from {SEED.parent} as dvc.lock records it (DVC's cache)" in _train_log(root)
     assert "made from other annotations" in _train_log(root)
+    # the feature stage ran for the new dives.parquet and found every dive in the old cache
+    assert re.search(r"\d+ already cached, 0 to compute",
+                     (root / "logs/extract_features/finediving.log").read_text())
     after = _results(root)
     assert after[SEED / "checkpoint.pt"] != before[SEED / "checkpoint.pt"]
     old = torch.load(root / SEED / "checkpoint.pt", weights_only=True)
@@ -73,13 +79,25 @@ def test_changed_score_retrains_and_reevaluates(built_project):
 
 def test_truncated_checkpoint_retrains_to_the_same_result(built_project):
     root = built_project
+    work = Path(".aqa/work") / SEED      # where training resumes (aqa.workdir)
     before = _results(root)
+    # the output damaged: DVC restores the model folder from its cache, nothing trains
     ckpt = root / SEED / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:2048])
-    _repro(root)
-    log = _train_log(root)
-    assert f"{SEED / 'checkpoint.pt'}: damaged, truncated or not a checkpoint" in log
+    output = _repro(root)
+    assert f"Stage 'train@{VARIANT}' is cached - skipping run" in output and _stages_run(output) == [], output
     assert _results(root) == before
+    # the checkpoint training resumes from damaged (a killed run's work folder), and the stage
+    # run: the seed trains afresh
+    shutil.copytree(root / SEED.parent, root / work.parent)
+    path = root / work / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:2048])
+    run(["dvc", "repro", "--force", "--single-item", f"train@{VARIANT}"], root)
+    log = _train_log(root)
+    assert f"{work / 'checkpoint.pt'}: damaged, truncated or not a checkpoint" in log
+    assert _results(root) == before
+    # a model folder of the uninterrupted run's bytes, so nothing after it runs again
+    assert _stages_run(_repro(root)) == []
 
 
 def test_damaged_best_val_is_named_by_evaluate_and_repaired_by_repro(built_project):

@@ -33,6 +33,8 @@ rule extract_features_dataset:
         masks=lambda wildcards: masks_source(wildcards.dataset),
         dives=DIVES,
         out=FEATURES,
+        # where the cache is resumed and extended, renamed onto `out` when done (aqa.workdir)
+        work=f".aqa/work/{FEATURES}",
     threads: job_threads(config, "extract_features")
     resources:
         **job_resources(config, "extract_features"),
@@ -40,7 +42,7 @@ rule extract_features_dataset:
         "logs/extract_features/{dataset}.log",
     shell:
         "aqa extract-features --params {params.file} --log {log} --frames {params.frames}"
-        " --annotations {params.dives} --weights {input.weights} --out {params.out}"
+        " --annotations {params.dives} --weights {input.weights} --out {params.out} --work {params.work}"
         " --dataset {wildcards.dataset} --masks {params.masks}"
 
 

@@ -17,6 +17,8 @@ rule train_variant:
         features=lambda wildcards, input: os.path.dirname(input.features),
         dives=DIVES,
         out=f"{MODELS}/{{variant}}",
+        # where seeds train and resume, renamed onto `out` when all are done (aqa.workdir)
+        work=f".aqa/work/{MODELS}/{{variant}}",
         # read with train.backbone: finetune (the feature cache's frames and weights)
         frames=lambda wildcards: frames_source(wildcards.dataset),
         weights=f"{I3D}/kinetics400_rgb.pt",
@@ -28,7 +30,7 @@ rule train_variant:
     shell:
         "aqa train --params {params.file} --log {log} --variant {wildcards.variant}"
         " --features {params.features} --annotations {params.dives} --out {params.out}"
-        " --frames {params.frames} --weights {params.weights}"
+        " --frames {params.frames} --weights {params.weights} --work {params.work}"
 
 
 rule train:

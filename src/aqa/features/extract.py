@@ -545,14 +545,31 @@ def jobs_to_compute(every: list[DiveJob], out_dir: Path, cfg: dict[str, Any],
 
 
 def extract_features(*, frames_root: Path, dives_parquet: Path, weights_path: Path, out_dir: Path,
-                     cfg: dict[str, Any], dataset: str | None = None, masks_root: Path | None = None) -> None:
+                     cfg: dict[str, Any], dataset: str | None = None, masks_root: Path | None = None,
+                     work_dir: Path | None = None) -> None:
     """Compute the I3D cache for every dive of `dives_parquet` (all splits), resumably, with
     FineParser's additions when `extract_features.fineparser.<dataset>` asks for them (masks from
     `masks_root`; None: real frames without masks, so no masks).
 
     Everything is checked (params, annotations, weights, every dive's frames and masks) before
-    `out_dir` is touched; only then may a changed manifest clear the old cache.
+    `out_dir` is touched; only then may a changed manifest clear the old cache. With `work_dir` (the
+    DVC stage's .aqa/work/<out_dir>, aqa.workdir) the cache is resumed and extended there (started
+    from the last output when there is no work folder), and becomes out_dir once every dive is in.
     """
+    if work_dir is not None:
+        from aqa.workdir import publish, start
+
+        start(work_dir, out_dir)
+        _extract(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path,
+                 out_dir=Path(work_dir), cfg=cfg, dataset=dataset, masks_root=masks_root)
+        publish(work_dir, out_dir)
+        return
+    _extract(frames_root=frames_root, dives_parquet=dives_parquet, weights_path=weights_path, out_dir=out_dir,
+             cfg=cfg, dataset=dataset, masks_root=masks_root)
+
+
+def _extract(*, frames_root: Path, dives_parquet: Path, weights_path: Path, out_dir: Path,
+             cfg: dict[str, Any], dataset: str | None, masks_root: Path | None) -> None:
     frames_root, out_dir, weights_path = Path(frames_root), Path(out_dir), Path(weights_path)
     torch.manual_seed(int(cfg["seed"]))
     check_geometry(cfg)

@@ -155,8 +155,13 @@ def load_data(train_cfg: dict[str, Any], dives_parquet: str | Path, features_dir
 def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str | Path, out_dir: str | Path,
                   params: dict[str, Any], tracking_uri: str | None = None,
                   max_epochs: int | None = None, frames_root: str | Path | None = None,
-                  weights_path: str | Path | None = None) -> dict[int, list[dict[str, Any]]]:
+                  weights_path: str | Path | None = None,
+                  work_dir: str | Path | None = None) -> dict[int, list[dict[str, Any]]]:
     """Train `variant` for every seed of params.train.seeds into out_dir/seed<k>/ (resumable).
+
+    With `work_dir` (the DVC stage's .aqa/work/<out_dir>, aqa.workdir), the seeds train and
+    resume there (started from the last output when there is no work folder), and the work
+    folder becomes out_dir once every listed seed is done.
 
     Returns each seed's per-epoch history. `max_epochs` limits the epochs run in this call.
     Started by torchrun, the processes train together (aqa.train.distributed; docs/TRAINING.md
@@ -167,11 +172,22 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     train_cfg = params["train"]
     ranks = distributed.ranks_from_env()
     ranks.check_batch_size({**train_cfg, **spec.train_overrides}["batch_size"], f"variant {variant}")
-    for seed in train_cfg["seeds"]:       # every output folder before anything is read or replaced
-        ensure_writable(Path(out_dir) / f"seed{seed}")
+    work = Path(out_dir if work_dir is None else work_dir)
+    if ranks.main:   # the others read the folder only after process 0 has prepared it (distributed.start)
+        if work_dir is not None:
+            from aqa.workdir import start
+
+            ensure_writable(Path(out_dir).parent)
+            start(work, out_dir)
+        for seed in train_cfg["seeds"]:       # every output folder before anything is read or replaced
+            ensure_writable(work / f"seed{seed}")
     ranks, device = distributed.start(resolve_device(train_cfg["device"]))
-    out = _train_seeds(spec, params, dives_parquet, features_dir, out_dir, device, ranks, tracking_uri, max_epochs,
+    out = _train_seeds(spec, params, dives_parquet, features_dir, work, device, ranks, tracking_uri, max_epochs,
                        frames_root=frames_root, weights_path=weights_path)
+    if work_dir is not None and max_epochs is None and ranks.main:
+        from aqa.workdir import publish
+
+        publish(work, out_dir)   # only the listed seeds are left in it (remove_unlisted_seeds)
     distributed.stop(ranks)   # not after a failure: the process exits and torchrun ends the others
     return out
 
@@ -224,9 +240,9 @@ def log_masked_judges(data: DiveData, pool: np.ndarray) -> None:
 def remove_unlisted_seeds(out_dir: str | Path, seeds: list[int]) -> list[Path]:
     """Delete seed folders params no longer lists, once the listed ones are trained.
 
-    The model folder is a persisted DVC output: a seed left over from earlier params would be
-    hashed into dvc.lock, so the ledger would depend on the folder's history rather than on the
-    current params (DVC's cache still holds the folder as it was committed).
+    In a folder that outlives a run (the stage's work folder, or a model folder trained in place),
+    a seed left over from earlier params would otherwise be published or hashed into dvc.lock, so
+    the ledger would depend on the folder's history rather than on the current params.
     """
     wanted = {f"seed{s}" for s in seeds}
     removed = []
