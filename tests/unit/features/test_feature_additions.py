@@ -52,7 +52,9 @@ def weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cfg(repo_params):
     # the default's autocast (bfloat16 on this CPU: about twice float32's speed)
-    return dict(repo_params["extract_features"], workers=1, batch_snippets=9, flip_view=True)
+    # with FineParser's additions for FineDiving (off in the built-in default: `make fineparser`)
+    return dict(repo_params["extract_features"], workers=1, batch_snippets=9, flip_view=True,
+                fineparser={"finediving": True, "mtl_aqa": False})
 
 
 def _run(rendered, weights, cfg, out, dataset="finediving", masks=True):
