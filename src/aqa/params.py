@@ -207,7 +207,8 @@ def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
                 continue
             settings = {**ABLATIONS.get(ablation, {}), **variant}   # as the registry merges them
             backbone = settings.get("sve_backbone", "i3d2d")
-            if backbone != fx["sve_backbone"]:
+            reads_sve = "sve" in settings.get("streams", ("i3d", "sve"))   # Table 3's A and C do not
+            if reads_sve and backbone != fx["sve_backbone"]:
                 problems.append(f"train.variants.{name} reads {backbone} SVE features but "
                                 f"extract_features.sve_backbone = {fx['sve_backbone']}: the cache holds one "
                                 "backbone's features")

@@ -380,6 +380,12 @@ def test_a_fineparser_variant_must_read_the_backbone_the_cache_holds(repo_params
     p = _with_fineparser(repo_params, "fp_resnet34", True)   # the cache holds i3d2d features
     assert ("train.variants.fp_resnet34 reads resnet34 SVE features but extract_features.sve_backbone = i3d2d"
             in _refused(p))
+    # a variant without the SVE stream (Table 3's A) reads no SVE features: its backbone setting is moot
+    p["train"]["variants"]["a34"] = {"method": "fineparser", "ablation": "table3_A", "sve_backbone": "resnet34"}
+    p["datasets"]["variants"]["finediving"][-1] = "a34"
+    validate_params(p)
+    p["train"]["variants"]["a34"]["ablation"] = "table3_D"       # D reads them
+    assert "train.variants.a34 reads resnet34 SVE features" in _refused(p)
     p["train"]["variants"]["bogus"] = {"method": "fineparser", "ablation": "table9_Z"}
     p["datasets"]["variants"]["finediving"].append("bogus")
     assert "train.variants.bogus: ablation 'table9_Z' is not one of" in _refused(p)
