@@ -6,6 +6,7 @@ score), so a model can learn something, but the tests only rely on shapes and de
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import shutil
@@ -129,6 +130,7 @@ def sqlite_store(folder: Path) -> str:
         from mlflow import MlflowClient
 
         template = Path(tempfile.mkdtemp(prefix="aqa-mlflow-template-")) / "mlflow.db"
+        atexit.register(shutil.rmtree, template.parent, ignore_errors=True)   # /tmp kept clean between runs
         MlflowClient(f"sqlite:///{template}").search_experiments()
         _STORE_TEMPLATE = template
     shutil.copy(_STORE_TEMPLATE, folder / "mlflow.db")
