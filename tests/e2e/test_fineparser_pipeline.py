@@ -7,29 +7,17 @@ Snakemake target; the metrics hold the mask metrics and references, MLflow the o
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
-import yaml
 from mlflow import MlflowClient
 
-from test_pipeline import BIN, REPO, _run
+from test_pipeline import BIN, _run, commit_project, pipeline_copy
 
 
 @pytest.fixture()
 def fp_project(tmp_path, tiny_params):
-    from aqa.models.i3d import InceptionI3d
-
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
-    for name in ("workflow", "src"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    weights = tmp_path / "random_i3d.pt"
-    torch.manual_seed(0)
-    torch.save(InceptionI3d().state_dict(), weights)
+    root, weights = pipeline_copy(tmp_path)
     p = tiny_params
     p["synthesize_videos"]["finediving"]["dives_per_video"] = 6
     p["extract_features"]["flip_view"] = False
@@ -40,13 +28,7 @@ def fp_project(tmp_path, tiny_params):
     p["train"]["variants"]["fineparser"] = {"method": "fineparser", "psnet": {"head_hidden": [8]},
                                             "decoder": {"dim": 64, "heads": 2, "depth": 1}, "regressor_hidden": [8]}
     p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fineparser"], "mtl_aqa": []}}
-    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    _run(["git", "init", "-q"], root)
-    _run([str(BIN / "dvc"), "init", "-q"], root)
-    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "tiny fineparser pipeline"], root)
-    return root
+    return commit_project(root, p, "tiny fineparser pipeline")
 
 
 def test_fineparser_trains_and_is_evaluated_by_the_stages(fp_project, monkeypatch):

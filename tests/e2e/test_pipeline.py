@@ -30,9 +30,9 @@ def _run(args: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture()
-def project(tmp_path, tiny_params) -> Path:
-    """A copy of the pipeline definition in a fresh git + DVC repository with tiny params."""
+def pipeline_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """(root, weights): a copy of the pipeline definition in tmp_path/project, and random I3D
+    weights to give as a user-supplied state dict (no download in tests)."""
     from aqa.models.i3d import InceptionI3d
 
     root = tmp_path / "project"
@@ -41,11 +41,27 @@ def project(tmp_path, tiny_params) -> Path:
         shutil.copy(REPO / name, root / name)
     for name in ("workflow", "src"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-
-    # Random I3D weights given as a user-supplied state dict: no download in tests.
     weights = tmp_path / "random_i3d.pt"
     torch.manual_seed(0)
     torch.save(InceptionI3d().state_dict(), weights)
+    return root, weights
+
+
+def commit_project(root: Path, params: dict, message: str) -> Path:
+    """params.yaml written, then a fresh git + DVC repository of root committed."""
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], root)
+    _run([str(BIN / "dvc"), "init", "-q"], root)
+    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-qm", message], root)
+    return root
+
+
+@pytest.fixture()
+def project(tmp_path, tiny_params) -> Path:
+    """A copy of the pipeline definition in a fresh git + DVC repository with tiny params."""
+    root, weights = pipeline_copy(tmp_path)
     p = tiny_params
     # Enough dives that every split (train, validation, test) has several.
     p["synthesize_videos"]["finediving"]["dives_per_video"] = 6
@@ -58,14 +74,7 @@ def project(tmp_path, tiny_params) -> Path:
     p["train"]["exemplar_modes"] = ["dn"]
     p["datasets"] = {"run": ["finediving", "mtl_aqa"], "variants": {"finediving": ["fr", "tsa", "core", "musdl"],
                                                                    "mtl_aqa": ["fr", "musdl"]}}
-    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-
-    _run(["git", "init", "-q"], root)
-    _run([str(BIN / "dvc"), "init", "-q"], root)
-    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "tiny pipeline"], root)
-    return root
+    return commit_project(root, p, "tiny pipeline")
 
 
 def test_dvc_repro_runs_the_dag_then_does_nothing(project):
