@@ -13,6 +13,11 @@ each stage, best of the rounds, and the ratio. Last it checks that both sides co
 numbers: every weight of every seed's best_val.pt and checkpoint.pt bit for bit, the histories'
 metrics, the predictions and the metrics file without its provenance block (which names the code
 that made it, so differs by design).
+
+With --parts, it times instead each fixed cost this change removes, in fresh processes, old and new
+alternating, best of --rounds (a stage's wall time on a shared machine varies by more than they
+add up to): the first `set_determinism` of a train process, the first `log_seed_model` of a tiny
+model into a new store, and `snakemake --list-rules` (Snakemake's start and reading the Snakefile).
 """
 
 from __future__ import annotations
@@ -132,6 +137,57 @@ def _numbers(history) -> list:
     return [{k: v for k, v in e.items() if "second" not in k and "time" not in k} for e in epochs]
 
 
+DETERMINISM = """
+import time, torch
+from aqa.train.loop import set_determinism
+t = time.perf_counter(); set_determinism(0); print(time.perf_counter() - t)
+"""
+
+FIRST_LOG = """
+import time, numpy as np, torch
+from aqa.train.mlflow_model import log_seed_model
+from aqa.train.tracking import Tracker
+
+class Direct(torch.nn.Module):
+    pairwise = False
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 1)
+    def forward(self, batch):
+        return {"score": self.lin(batch["x"]).squeeze(-1)}
+
+class Data:
+    def batch(self, rows, with_maps=False):
+        return {"x": torch.ones(len(rows), 3)}
+
+tracker = Tracker("sqlite:///mlflow.db", "bench")
+run = tracker.start("bench", params={}, tags={})
+t = time.perf_counter(); log_seed_model(tracker, run, Direct(), Data(), np.arange(4)); print(time.perf_counter() - t)
+"""
+
+
+def parts(sides: dict[str, Path], bin_dir: Path, rounds: int) -> None:
+    """Best in-process seconds of the first set_determinism and log_seed_model, best wall of --list-rules."""
+    python = str(bin_dir / "python")
+    results: dict[tuple[str, str], list[float]] = {}
+    for r in range(rounds):
+        for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+            side, env = sides[name], env_for(sides[name], bin_dir)
+            store = side / "bench-store"
+            shutil.rmtree(store, ignore_errors=True)
+            store.mkdir()
+            results.setdefault((name, "set_determinism"), []).append(
+                float(sh([python, "-c", DETERMINISM], side, env).split()[-1]))
+            results.setdefault((name, "first log_seed_model"), []).append(
+                float(sh([python, "-c", FIRST_LOG], store, env).split()[-1]))
+            results.setdefault((name, "snakemake --list-rules"), []).append(
+                timed([str(bin_dir / "snakemake"), "--list-rules"], side, env)[0])
+    for part in ("set_determinism", "first log_seed_model", "snakemake --list-rules"):
+        old, new = min(results[("old", part)]), min(results[("new", part)])
+        print(f"{part:24s} best old {old:6.3f} s  new {new:6.3f} s  ({old - new:+.3f} s)")
+    print(f"load average at the end: {os.getloadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("clone", type=Path, help="a checkout after `make repro` (only read)")
@@ -141,11 +197,14 @@ def main() -> None:
     ap.add_argument("--variant", default="fr-dn")
     ap.add_argument("--bin", type=Path, default=Path(sys.executable).parent,
                     help="the venv's bin folder (dvc, snakemake, aqa)")
+    ap.add_argument("--parts", action="store_true", help="time the fixed costs alone (see above)")
     args = ap.parse_args()
     repo = Path(__file__).resolve().parents[1]
     sides = {"old": args.scratch / "old", "new": args.scratch / "new"}
     build(sides["old"], repo, args.old_ref, args.clone)
     build(sides["new"], repo, None, args.clone)
+    if args.parts:
+        return parts(sides, args.bin, args.rounds)
     mlflow_db = args.scratch / "mlflow.db"
     shutil.copyfile(args.clone / "mlflow.db", mlflow_db)
     stages = [f"train@{args.variant}", f"evaluate@{args.variant}"]
