@@ -6,7 +6,6 @@ from pathlib import Path
 from aqa import params_digest
 from aqa.cluster import job_resources, job_threads
 from aqa.data.datasets import dvc_stage
-from aqa.data.frames import videos_to_extract
 from aqa.params import load_params
 
 
@@ -199,6 +198,8 @@ def videos_to_cut(wildcards):
     annotated video without its .mp4, stops the run here with one line naming the file, before any
     job starts.
     """
+    from aqa.data.frames import videos_to_extract   # here: PyAV costs every other job's start ~0.2 s
+
     if frames_root(wildcards.dataset):
         return []
     out = checkpoints.synthesize_videos_dataset.get(dataset=wildcards.dataset).output

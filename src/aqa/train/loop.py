@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -110,12 +111,22 @@ def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.o
     return torch.optim.Adam(groups, weight_decay=train_cfg["weight_decay"])
 
 
-def set_determinism(seed: int, device: torch.device = torch.device("cpu")) -> None:
+def set_determinism(seed: int, device: torch.device = torch.device("cpu"), compiled: bool = False) -> None:
     seed_everything(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic_algorithms(compiled)
     # cuDNN autotuning on CUDA (fast convolutions for I3D; CUDA results may differ in the last
     # bits anyway); nothing to tune on CPU
     torch.backends.cudnn.benchmark = device.type == "cuda"
+
+
+def deterministic_algorithms(compiled: bool) -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True), whose first call imports all of
+    torch._dynamo (~1 s a process) to set Inductor's flag. Its other half, the switch every kernel
+    reads, is set alone unless something compiles (`compiled`) or Inductor is loaded already."""
+    if compiled or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def _batches(n: int, size: int, min_size: int = 2) -> list[slice]:
@@ -247,7 +258,7 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     config = _nan_to_none(run.config())
     inputs = training_inputs(config, data.annotations_digest, data.fingerprint)
     device = data.device
-    set_determinism(run.seed, device)
+    set_determinism(run.seed, device, compiled=bool(run.train_cfg.get("compile")))
     model = build(config, device, data)
     set_batchnorm_mode(model, run.train_cfg["batchnorm"], distributed=ranks.distributed)
     optimizer = make_optimizer(model, run.train_cfg)

@@ -79,6 +79,22 @@ def _quiet_pickle_warning():
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _no_requirement_check():
+    """MLflow compares the pinned requirements with the installed packages only to warn, and to do
+    so maps every installed module to its distribution (~0.5 s at a process's first log). The pins
+    are this environment's own versions (_requirements), so it could never warn: skipped. Nothing
+    it writes depends on it."""
+    from mlflow.utils import environment
+
+    check = environment.warn_dependency_requirement_mismatches
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
+
+
 def log_seed_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data, rows: np.ndarray) -> str:
     """Log `model` (CPU copy, eval mode) as the MLflow model of training run `run_id`, with the
     package's source (code_paths: it loads without an install); return its model URI."""
@@ -88,7 +104,7 @@ def log_seed_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data, 
     inputs, outputs = example_io(model, data, rows)
     signature = infer_signature(inputs, outputs)
     cpu = model.to("cpu").eval()
-    with tracker.fluent(), mlflow.start_run(run_id=run_id), _quiet_pickle_warning():
+    with tracker.fluent(), mlflow.start_run(run_id=run_id), _quiet_pickle_warning(), _no_requirement_check():
         # pickle, not MLflow 3's default pt2: the models take dicts of tensors, which pt2's
         # traced graphs (one array input) cannot
         info = mlflow.pytorch.log_model(cpu, name=MODEL_NAME, signature=signature,
