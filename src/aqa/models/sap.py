@@ -33,6 +33,7 @@ from torch import nn
 from aqa.errors import AqaError
 from aqa.models.backbone import trainable_bn_scale
 from aqa.models.i3d import InceptionI3d, MaxPool3dSame, Mixed, _MIXED
+from aqa.models.sap_pool import use_separable_pools
 
 TIERS = ("T0", "T1", "T2")
 TRUNK_TOP = ("maxPool3d_5a_2x2", "mixed_5b", "mixed_5c")  # what T2 trains
@@ -128,6 +129,7 @@ class SAP(nn.Module):
                                                       with_fuse_path=fuse) for j in taps})
         self.fuse = nn.Conv3d(cfg.side_channels * len(taps), 1, 1, bias=True) if fuse else None
         self._init_side()
+        use_separable_pools(self)   # same values; faster where no gradient flows (aqa.models.sap_pool)
         trainable_bn_scale(self)
         for m in self.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
