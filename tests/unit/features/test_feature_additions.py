@@ -299,8 +299,8 @@ def test_batches_carry_the_additions_in_the_same_view_as_pooled(rendered, full):
     batch = data.batch(rows, views, with_maps=False)
     assert batch["mixed4f"].shape == (3, 9, 832, 4, 7, 7) and batch["sve"].shape == (3, 96, 512)
     assert batch["masks"].shape == (3, 96, 112, 112)
-    assert all(batch[k].dtype == torch.float32 for k in ("mixed4f", "sve", "masks"))
-    assert set(torch.unique(batch["masks"]).tolist()) == {0.0, 1.0}
+    assert all(batch[k].dtype == torch.float32 for k in ("mixed4f", "sve"))
+    assert batch["masks"].dtype == torch.bool and set(torch.unique(batch["masks"]).tolist()) == {False, True}
     for b, (row, view) in enumerate(zip(rows, views)):
         video, idx = data.dives["video"][row], int(data.dives["idx"][row])
         add = cache.load_additions(video, idx, ("mixed4f", "sve", "masks"))
