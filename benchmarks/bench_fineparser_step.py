@@ -12,7 +12,7 @@ Each row is the best of `--repeats` (the machine is shared; the load average is 
   masks32     model.predict_masks of 32 dives (the mask metrics' input);
 and for the main model the parts of the step: SAP (trunk top + tap-4 mask head, forward and
 backward, query and exemplar snippets packed), the focal loss alone (forward + backward over
-2B x 9 x 16 x 112 x 112 logits), and the mask metrics of one dive (aqa.evaluate.mask_metrics).
+2B x 9 x 16 x 112 x 112 logits; fused, and the direct formula under autograd), and the mask metrics of one dive (aqa.evaluate.mask_metrics).
 The SAP trunk gets random weights marked as Kinetics-initialised (timing only).
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from aqa.evaluate import mask_metrics as M
-from aqa.models.fineparser_losses import mask_loss
+from aqa.models.fineparser_losses import focal_loss_reference, mask_loss
 from aqa.models.registry import build_model
 from aqa.models.sap import frames_to_snippets
 from aqa.train.loop import make_optimizer
@@ -42,7 +42,7 @@ def batch(b: int, seed: int) -> dict[str, torch.Tensor]:
     return {"pooled": torch.randn(b, 9, 1024, generator=g).relu().half(),
             "mixed4f": torch.randn(b, 9, 832, 4, 7, 7, generator=g).relu().half(),
             "sve": torch.randn(b, 96, 512, generator=g).relu(),
-            "masks": (torch.rand(b, 96, 112, 112, generator=g) > 0.95).float(),
+            "masks": torch.rand(b, 96, 112, 112, generator=g) > 0.95,      # bool, as the loader gives
             "score": torch.rand(b, generator=g) * 100,
             "transitions": torch.stack([t1, t1 + torch.randint(25, 45, (b,), generator=g)], 1)}
 
@@ -109,10 +109,14 @@ def main() -> None:
         logits.grad = None
         mask_loss([logits], target).backward()
 
+    def focal_direct():   # the direct formula under autograd (before the fused pass)
+        logits.grad = None
+        focal_loss_reference(logits, target.float()).backward()
+
     pred = torch.rand(96, 112, 112).numpy()
     gt = np.random.default_rng(0).random((96, 112, 112)) > 0.95
     print(f"parts of the main model's step: SAP fwd+bwd {best(sap, args.repeats):.2f} s, focal fwd+bwd "
-          f"{best(focal, args.repeats):.2f} s; mask metrics per dive {best(lambda: M.dive_scores(pred, gt), 3):.2f} s")
+          f"{best(focal, args.repeats):.2f} s (direct formula {best(focal_direct, args.repeats):.2f} s); mask metrics per dive {best(lambda: M.dive_scores(pred, gt), 3):.2f} s")
 
 
 if __name__ == "__main__":

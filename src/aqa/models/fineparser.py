@@ -5,7 +5,7 @@ Batch keys (first dim B, docs/CONTRACTS.md plus FineParser's cache additions):
   pooled (B, 9, 1024)         TAP's frozen I3D features f (the feature cache)
   mixed4f (B, 9, 832, 4, 7, 7) SAP T2's input (the same I3D pass); frames (B, 3, 96, H, W) uint8 at T0/T1
   sve (B, 96, 512)            the SVE backbone's per-frame features (aqa.models.sve_backbone)
-  masks (B, 96, 112, 112)     the protocol masks in [0, 1] (training loss only)
+  masks (B, 96, 112, 112)     the protocol masks, bool (or float, >= 0.5 foreground; training loss only)
   score (B,), transitions (B, 2) on the loader's scale (boundaries b = t + 1)
 
 Forward of one pair, as the code (helper:35-198):
@@ -41,7 +41,7 @@ from aqa.models.decoder import DecoderConfig
 from aqa.models.fineparser_cuts import (
     I3D_CUTS, SVE_LENGTHS, i3d_windows, resample_windows, snippet_cuts, sve_windows, uniform_boundaries,
 )
-from aqa.models.fineparser_losses import mask_loss
+from aqa.models.fineparser_losses import binary_target, mask_loss
 from aqa.models.finereg import STREAMS, CChannel, FineReg, FineRegConfig, SVEProjection
 from aqa.models.psnet import PSNet, PSNetConfig, predicted_boundaries
 from aqa.models.sap import SAP, SAPConfig, frames_to_snippets, pack_snippets, snippets_to_frames
@@ -152,8 +152,9 @@ class FineParserModel(PairwiseModel):
 
     # ------------------------------------------------------------------ SAP
 
-    def sap_pass(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(m (B, S, 1024), mask logits [(B, S, 1, L, H, W), ...]) of a batch's snippets."""
+    def sap_pass(self, batch: dict, masks: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(m (B, S, 1024), mask logits [(B, S, 1, L, H, W), ...]) of a batch's snippets; masks
+        False: no mask logits (an empty list), m the same."""
         self.sap.check_initialised()
         if self.sap.from_frames:
             from aqa.features.transforms import normalize
@@ -165,7 +166,7 @@ class FineParserModel(PairwiseModel):
             maps = batch["mixed4f"]                                      # (B, S, 832, 4, 7, 7)
             b = maps.shape[0]
             x = maps.flatten(0, 1).float()
-        m, outs = self.sap(x)
+        m, outs = self.sap(x, masks)
         s = x.shape[0] // b
         return m.view(b, s, -1), [o.view(b, s, *o.shape[1:]) for o in outs]
 
@@ -179,6 +180,10 @@ class FineParserModel(PairwiseModel):
         logits = outs[-1][:, :, 0]                                        # (B, S, L, H, W)
         return torch.sigmoid(snippets_to_frames(logits, self.cfg.snippet_starts, self.cfg.num_frames))
 
+    def _wants_masks(self) -> bool:
+        """Only training's mask loss reads the mask logits of a forward / encode."""
+        return self.training and self.cfg.mask_loss
+
     # ------------------------------------------------------------------ encode / compare
 
     def encode_modes(self, batch: dict, modes: tuple[str, ...], sap_out=None) -> dict[str, Encoding]:
@@ -186,7 +191,7 @@ class FineParserModel(PairwiseModel):
         f, _ = self.backbone(batch)                                       # (B, 9, 1024)
         masks = []
         if self.sap is not None:
-            m, masks = sap_out if sap_out is not None else self.sap_pass(batch)
+            m, masks = sap_out if sap_out is not None else self.sap_pass(batch, self._wants_masks())
             u = f * torch.sigmoid(m)                                      # the gate
         else:
             u = f
@@ -259,7 +264,7 @@ class FineParserModel(PairwiseModel):
         sap_q = sap_e = None
         if self.sap is not None:
             key = "frames" if self.sap.from_frames else "mixed4f"
-            m, outs = self.sap_pass({key: torch.cat([query[key], exemplar[key]])})
+            m, outs = self.sap_pass({key: torch.cat([query[key], exemplar[key]])}, self._wants_masks())
             sap_q = (m[:b], [o[:b] for o in outs])
             sap_e = (m[b:], [o[b:] for o in outs])
         enc_q = self.encode_modes(query, (transitions,), sap_q)[transitions]
@@ -276,8 +281,8 @@ class FineParserModel(PairwiseModel):
         keys = sorted(k[:-len("_query")] for k in out if k.startswith("mask") and k.endswith("_query"))
         if keys:
             starts, length = self.cfg.snippet_starts, self.cfg.snippet_length
-            target = torch.cat([frames_to_snippets(query["masks"], starts, length),
-                                frames_to_snippets(exemplar["masks"], starts, length)])  # (2B, S, L, H, W)
+            target = torch.cat([frames_to_snippets(binary_target(query["masks"]), starts, length),
+                                frames_to_snippets(binary_target(exemplar["masks"]), starts, length)])  # (2B, S, L, H, W) bool
             outputs = [torch.cat([out[f"{k}_query"], out[f"{k}_exemplar"]]) for k in keys]
             focal = mask_loss(outputs, target.to(outputs[0].device), gamma=self.cfg.focal_gamma,
                               alpha=self.cfg.focal_alpha)

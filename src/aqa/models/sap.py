@@ -33,6 +33,7 @@ from torch import nn
 from aqa.errors import AqaError
 from aqa.models.backbone import trainable_bn_scale
 from aqa.models.i3d import InceptionI3d, MaxPool3dSame, Mixed, _MIXED
+from aqa.models.sap_pool import use_separable_pools
 
 TIERS = ("T0", "T1", "T2")
 TRUNK_TOP = ("maxPool3d_5a_2x2", "mixed_5b", "mixed_5c")  # what T2 trains
@@ -128,6 +129,7 @@ class SAP(nn.Module):
                                                       with_fuse_path=fuse) for j in taps})
         self.fuse = nn.Conv3d(cfg.side_channels * len(taps), 1, 1, bias=True) if fuse else None
         self._init_side()
+        use_separable_pools(self)   # same values; faster where no gradient flows (aqa.models.sap_pool)
         trainable_bn_scale(self)
         for m in self.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -169,7 +171,9 @@ class SAP(nn.Module):
             raise SAPError(f"SAP {self.cfg.tier}: its I3D trunk was never initialised from the Kinetics "
                            "weights (call init_from_kinetics, or load a checkpoint that has them)")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, masks: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """masks False: m alone (the side branches feed nothing else), the mask list empty; what
+        evaluation's encoding needs (the 1->1 upsample to 112 x 112 was half of SAP's forward)."""
         want = 3 if self.from_frames else TAPS[4][1]
         if x.dim() != 5 or x.shape[1] != want:
             raise SAPError(f"SAP {self.cfg.tier}: expected (N, {want}, T, H, W), got {tuple(x.shape)}")
@@ -178,17 +182,17 @@ class SAP(nn.Module):
             tap_layer = {TAPS[j][0]: j for j in self.taps}
             for name in _TRUNK_ORDER:
                 x = getattr(self, name)(x)
-                if name in tap_layer:
+                if masks and name in tap_layer:
                     side, up = self.side[str(tap_layer[name])](x)
                     sides.append(side)
                     ups.append(up)
-        else:
+        elif masks:
             side, up = self.side["4"](x)              # x: Mixed_4f (N, 832, 4, 7, 7)
             sides.append(side)
             ups.append(up)
         top = self.mixed_5c(self.mixed_5b(self.maxPool3d_5a_2x2(x)))  # (N, 1024, 2, 4, 4)
         m = top.mean(dim=(2, 3, 4))                                    # (N, 1024): B_5 pooled
-        if self.fuse is not None:
+        if masks and self.fuse is not None:
             sides.append(self.fuse(torch.cat(ups, 1)))                 # (N, 1, 16, H, W)
         return m, sides
 

@@ -5,8 +5,8 @@ time, so the whole FineDiving cache fits where a float32 copy would not.
 
 FineParser's cache additions (`cache_keys`: mixed4f, sve, masks; aqa.features.additions) stay
 memory-mapped on disk (mixed4f alone is 2.9 MB per dive and view) and are read per batch, in
-the same view as `pooled`: mixed4f (B, 9, 832, 4, 7, 7) and sve (B, 96, 512) float32, masks
-unpacked to float {0, 1} (B, 96, 112, 112).
+the same view as `pooled`: mixed4f (B, 9, 832, 4, 7, 7) in the cache's dtype (fp16), sve
+(B, 96, 512) float32, masks unpacked to bool (B, 96, 112, 112).
 """
 
 from __future__ import annotations
@@ -144,14 +144,18 @@ class CacheAdditions:
         return tuple(self.arrays)
 
     def batch(self, rows: np.ndarray, views: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-        """{key: (B, ...) float32 tensor} of rows `rows` in views `views` (masks unpacked to {0, 1})."""
+        """{key: (B, ...) tensor} of rows `rows` in views `views`: sve float32, mixed4f in the
+        cache's dtype (fp16; SAP casts it once, after the query and exemplar halves are joined),
+        the masks unpacked to bool (float copies of these were a quarter of a FineParser step)."""
         from aqa.features.additions import unpack_dive_masks
 
         out = {}
         for key, per_row in self.arrays.items():
             stacked = np.stack([per_row[r][v] for r, v in zip(rows.tolist(), views.tolist())])
-            if key == "masks":   # (B, T * crop * crop / 8) uint8 -> (B, T, crop, crop) {0, 1}
-                array = unpack_dive_masks(stacked, self.num_frames, self.crop).astype(np.float32)
+            if key == "masks":   # (B, T * crop * crop / 8) uint8 -> (B, T, crop, crop) bool
+                array = unpack_dive_masks(stacked, self.num_frames, self.crop)
+            elif key == "mixed4f":
+                array = stacked
             else:
                 array = stacked.astype(np.float32)
             out[key] = torch.from_numpy(array).to(device)
