@@ -39,6 +39,7 @@ from aqa.train.run import (VariantSpec, dataset_name, load_data, parse_variant, 
                            variant_cache_keys)
 from aqa.train.mlflow_model import register_best, registered_name
 from aqa.train.tracking import ROLE, Tracker, source_tags
+from aqa.trained import variant_seeds
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     # with train.backbone finetune: the frames (the fine-tuned I3D's weights are in the checkpoints)
     data = load_data(params["train"], dives_parquet, features_dir, device, frames_root=frames_root,
                      cache_keys=variant_cache_keys(spec, dives_parquet))
-    seed_dirs = {seed: models_dir / f"seed{seed}" for seed in params["train"]["seeds"]}
+    seed_dirs = {seed: models_dir / f"seed{seed}" for seed in variant_seeds(params, spec.base)}
     # every model checked before anything is written
     trained = {seed: load_trained(spec, params, data, seed, d, device) for seed, d in seed_dirs.items()}
     histories = {seed: _read_history(d / HISTORY, spec.name) for seed, d in seed_dirs.items()}
@@ -266,7 +267,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         # training pool imply (CoRe's group edges, use_dd); the same for every seed
         "model_settings": _pairs(next(iter(trained.values()))["config"]["model_kwargs"]),
         "footage": footage(params, dataset),
-        "seeds": list(params["train"]["seeds"]), "num_exemplars": None if direct else m_main,
+        "seeds": list(seed_dirs), "num_exemplars": None if direct else m_main,
         "honest": summarize([e["honest"] for e in per_seed]),
         "paper": summarize([e["paper"] for e in per_seed]),
     }
