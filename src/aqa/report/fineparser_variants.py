@@ -1,8 +1,8 @@
 """Which FineParser variant fills which row of FineParser's Tables 1 and 3-5: the one mapping.
 
 The variant names are those the training and evaluation stages use (params `train.variants`,
-`datasets.dn_only.finediving` or `datasets.variants.finediving`); each variant's metrics are `reports/metrics/finediving/
-<variant>-<mode>.json`, as every method's. A variant is one of the model's ablations
+`datasets.dn_only.finediving` or `datasets.variants.finediving`); each variant's metrics are
+`reports/metrics/finediving/<variant>-<mode>.json`, as every method's. A variant is one of the model's ablations
 (aqa.models.fineparser_ablations): `fineparser` is the main model, i.e. row E of Table 3, step
 duration 4 of Table 4 and the default SVE backbone of Table 5.
 """
