@@ -41,7 +41,10 @@ def test_the_overlay_sets_the_references_training_on_the_projects_params(repo_pa
     assert set(overrides) == {"train.backbone", "train.seeds", "train.epochs", "train.batch_size", "train.lr",
                               "train.lr_backbone", "train.weight_decay", "train.prob_tas_threshold",
                               "train.validation_fraction", "train.batchnorm", "evaluate.num_exemplars"} | {
-        f"train.variants.{v}.train.epochs" for v in epochs}
+        f"train.variants.{v}.train.epochs" for v in epochs} | {
+        "train.variants.fineparser.train.epochs", "train.variants.fineparser.train.seeds"}
+    # FineParser's main model, whose own epochs and seeds fit the default's budget: its code's 400 and one seed
+    assert train["variants"]["fineparser"]["train"] == {"epochs": 400, "seeds": [0]}
 
 
 def test_set_items_win_and_may_add_a_variants_own_setting(repo_params):
