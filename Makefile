@@ -1,7 +1,7 @@
 # Entry points. `make repro` = set up + run the whole pipeline; `make test` = set up + tests;
 # `make paper` = the whole pipeline with the reference's training settings (params/paper.yaml
 # through `dvc exp run`; extra keys: make paper PAPER_ARGS="-S train.epochs=1");
-# `make fineparser` = the default plus FineParser (params/fineparser.yaml, the same way).
+# `make fineparser` = the default plus FineParser's ablations (params/fineparser.yaml, the same way).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin

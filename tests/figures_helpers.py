@@ -35,6 +35,7 @@ def figures_params() -> dict:
     p["train"]["variants"] = {k: p["train"]["variants"][k] for k in ("fr", "tsa")}
     p["train"]["exemplar_modes"] = ["dn"]
     p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fr", "tsa"], "mtl_aqa": []}}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "tsa"
     return p
 

@@ -85,4 +85,5 @@ def finetune_train_params(params: dict, **train) -> dict:
     p["evaluate"].update({"num_exemplars": 2, "batch_size": 4})
     p["make_report"]["exemplar_counts"] = [1, 2]
     p["datasets"]["variants"] = {"finediving": list(FINETUNE_VARIANTS), "mtl_aqa": []}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     return p

@@ -17,6 +17,13 @@ def shrink(params: dict) -> dict:
     for variant in p["train"]["variants"].values():   # a variant's own training settings, shrunk too
         if "epochs" in variant.get("train", {}):
             variant["train"]["epochs"] = 2
+        if "seeds" in variant.get("train", {}):
+            variant["train"]["seeds"] = variant["train"]["seeds"][:1]
+    # FineParser (in the built-in default: its cache additions and its main model w/ DN) is left out:
+    # its tiny runs are tests of their own (test_fineparser_pipeline, fineparser_cache, ...), which
+    # turn it on; every other tiny project extracts and trains what it did before it was in the default.
+    p["extract_features"]["fineparser"].update(finediving=False, mtl_aqa=False)
+    p["datasets"]["dn_only"] = {dataset: [] for dataset in p["datasets"]["dn_only"]}
     p["evaluate"].update(num_exemplars=2)
     validate_params(p, "tiny params")
     return p

@@ -108,6 +108,7 @@ def small_train_params(params: dict, **train) -> dict:
     p["evaluate"].update({"num_exemplars": 3, "batch_size": 4})
     p["make_report"]["exemplar_counts"] = [1, 2, 3]
     p["datasets"]["variants"] = {"finediving": list(p["train"]["variants"]), "mtl_aqa": []}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     return p
 
 

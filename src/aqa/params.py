@@ -19,6 +19,7 @@ import yaml
 
 from aqa.cluster import thread_errors
 from aqa.errors import AqaError
+from aqa.trained import DN, listed
 
 MAX_REPORTED = 12  # errors listed in one message; the rest are counted
 
@@ -193,14 +194,15 @@ def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
     fx, defined = params["extract_features"], params["train"]["variants"]
     problems = []
     for dataset in params["datasets"]["run"]:
-        for name in params["datasets"]["variants"].get(dataset, []):
+        for name in listed(params, dataset):
             variant = defined.get(name, {})
             if variant.get("method") != "fineparser":
                 continue
             if fx["fineparser"].get(dataset) in (False, None):
-                problems.append(f"datasets.variants.{dataset} lists {name} (FineParser) but "
+                key = "dn_only" if name in params["datasets"]["dn_only"].get(dataset, []) else "variants"
+                problems.append(f"datasets.{key}.{dataset} lists {name} (FineParser) but "
                                 f"extract_features.fineparser.{dataset} is false: its cache would lack "
-                                "mixed4f / sve / masks (set it to true, or `make fineparser`)")
+                                "mixed4f / sve / masks (set it to true)")
             ablation = variant.get("ablation")
             if ablation is not None and ablation not in ABLATIONS:
                 problems.append(f"train.variants.{name}: ablation {ablation!r} is not one of {sorted(ABLATIONS)}")
@@ -216,18 +218,28 @@ def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
 
 
 def dataset_errors(params: dict[str, Any]) -> list[str]:
-    """The datasets' variant lists name defined variants, only for datasets that run."""
-    run, lists = params["datasets"]["run"], params["datasets"]["variants"]
-    defined = params["train"]["variants"]
+    """The datasets' variant lists (datasets.variants, datasets.dn_only) name defined variants, only
+    for datasets that run, each variant in one list; dn-only variants need the mode dn."""
+    run, defined = params["datasets"]["run"], params["train"]["variants"]
     problems = []
-    for dataset, names in lists.items():
-        unknown = [n for n in names if n not in defined]
-        if unknown:
-            problems.append(f"datasets.variants.{dataset}: {', '.join(map(repr, unknown))} not a key of "
-                            f"train.variants ({', '.join(defined)})")
-        if names and dataset not in run:
-            problems.append(f"datasets.variants.{dataset} lists {names} but {dataset} is not in datasets.run "
-                            f"{run}: add it to run, or list no variants ([])")
+    for key in ("variants", "dn_only"):
+        for dataset, names in params["datasets"][key].items():
+            unknown = [n for n in names if n not in defined]
+            if unknown:
+                problems.append(f"datasets.{key}.{dataset}: {', '.join(map(repr, unknown))} not a key of "
+                                f"train.variants ({', '.join(defined)})")
+            if names and dataset not in run:
+                problems.append(f"datasets.{key}.{dataset} lists {names} but {dataset} is not in datasets.run "
+                                f"{run}: add it to run, or list no variants ([])")
+    for dataset, names in params["datasets"]["dn_only"].items():
+        both = [n for n in names if n in params["datasets"]["variants"].get(dataset, [])]
+        if both:
+            problems.append(f"datasets.dn_only.{dataset}: {', '.join(both)} also in datasets.variants.{dataset}: "
+                            "list a variant in one of them (dn_only trains w/ DN only, variants every mode)")
+        if names and DN not in params["train"]["exemplar_modes"]:
+            problems.append(f"datasets.dn_only.{dataset} lists {names} but train.exemplar_modes "
+                            f"{params['train']['exemplar_modes']} has no {DN}: add {DN}, or list them in "
+                            f"datasets.variants.{dataset}")
     for dataset in run:   # real frames are numbered by their own annotations: sampled ones cannot match
         if params["extract_frames"]["frames_root"].get(dataset) is not None and \
                 params["synthesize_videos"][dataset]["source_annotations"] is None:
@@ -334,13 +346,14 @@ def step_label_errors(params: dict[str, Any]) -> list[str]:
     from aqa.models.registry import needs_step_labels
 
     problems = []
-    for dataset, names in params["datasets"]["variants"].items():
-        spec = dataset_spec(dataset)
-        for name in names:
-            method = params["train"]["variants"].get(name, {}).get("method")
-            if method is not None and not spec.step_labels and needs_step_labels(method):
-                problems.append(f"datasets.variants.{dataset}: {name} (method {method}) needs step labels, "
-                                f"which {spec.title} does not have")
+    for key in ("variants", "dn_only"):
+        for dataset, names in params["datasets"][key].items():
+            spec = dataset_spec(dataset)
+            for name in names:
+                method = params["train"]["variants"].get(name, {}).get("method")
+                if method is not None and not spec.step_labels and needs_step_labels(method):
+                    problems.append(f"datasets.{key}.{dataset}: {name} (method {method}) needs step labels, "
+                                    f"which {spec.title} does not have")
     return problems
 
 

@@ -123,9 +123,12 @@ def evaluate_params(params: Mapping[str, Any], base: str, mode: str, dataset: st
     dataset and its footage.
 
     Paths are left out (frames_root counts only as stand-in / real), so the record is the same in
-    any folder.
+    any folder. `train` holds the values the variant trains with (its own `train:` settings, e.g.
+    seeds or epochs, in place of params.train's), so a change of a params.train value the variant
+    overrides, which leaves its models as they are, does not make its metrics stale.
     """
-    train = {k: v for k, v in params["train"].items() if k not in TRAIN_KEYS_NOT_READ}
+    own = params["train"]["variants"][base].get("train") or {}
+    train = {k: v for k, v in {**params["train"], **own}.items() if k not in TRAIN_KEYS_NOT_READ}
     return {"variant": dict(params["train"]["variants"][base]), "exemplar_mode": mode, "train": train,
             "evaluate": dict(params["evaluate"]),
             "make_report": {"exemplar_counts": list(params["make_report"]["exemplar_counts"])},

@@ -84,6 +84,7 @@ def prepared(tmp_path, tiny_params, slurm_cluster) -> tuple[Path, Path, dict]:
     p["train"]["variants"] = {"fr": {"method": "fr"}}
     p["train"]["exemplar_modes"] = ["dn"]
     p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fr"], "mtl_aqa": []}}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "fr"
     # what the jobs ask for, distinct per stage so that the test can tell them in SLURM's records;
     # training asks for a GPU when the cluster has one (the local cluster's slot has no device:

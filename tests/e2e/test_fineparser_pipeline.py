@@ -1,5 +1,5 @@
-"""FineParser through the real stages on tiny rendered data: `dvc repro evaluate@fineparser-dn`
-runs synthesize_videos (frames and masks), extract_frames, convert_annotations, fetch_i3d,
+"""FineParser through the real stages on tiny rendered data, as the built-in default trains it
+(datasets.dn_only: w/ DN alone, its own seeds): `dvc repro evaluate_dn@fineparser-dn` runs synthesize_videos (frames and masks), extract_frames, convert_annotations, fetch_i3d,
 extract_features (with FineParser's additions), train (one epoch) and evaluate, each stage its
 Snakemake target; the metrics hold the mask metrics and references, MLflow the overlays; a second
 `dvc repro` of the stage does nothing."""
@@ -21,25 +21,32 @@ def fp_project(tmp_path, tiny_params):
     p = tiny_params
     p["synthesize_videos"]["finediving"]["dives_per_video"] = 6
     p["extract_features"]["flip_view"] = False
-    p["extract_features"]["fineparser"]["finediving"] = True   # off in the built-in default
+    p["extract_features"]["fineparser"]["finediving"] = True   # off in the tiny params (tests/tiny_params.py)
     p["fetch_i3d"]["weights_path"] = str(weights)
     p["train"]["epochs"] = 1
-    p["train"]["exemplar_modes"] = ["dn"]
+    p["train"]["exemplar_modes"] = ["dn", "nodn"]              # w/ DN alone all the same: dn_only
+    # its own seed (train.seeds is [0]): the stage trains and evaluates seed 1 alone
     p["train"]["variants"]["fineparser"] = {"method": "fineparser", "psnet": {"head_hidden": [8]},
-                                            "decoder": {"dim": 64, "heads": 2, "depth": 1}, "regressor_hidden": [8]}
-    p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fineparser"], "mtl_aqa": []}}
+                                            "decoder": {"dim": 64, "heads": 2, "depth": 1}, "regressor_hidden": [8],
+                                            "train": {"seeds": [1]}}
+    p["datasets"] = {"run": ["finediving"], "variants": {"finediving": [], "mtl_aqa": []},
+                     "dn_only": {"finediving": ["fineparser"], "mtl_aqa": []}}
     return commit_project(root, p, "tiny fineparser pipeline")
 
 
 def test_fineparser_trains_and_is_evaluated_by_the_stages(fp_project, monkeypatch):
     dvc = str(BIN / "dvc")
-    _run([dvc, "repro", "evaluate@fineparser-dn"], fp_project)
+    stages = _run([dvc, "stage", "list", "--name-only"], fp_project).split()
+    assert [s for s in stages if "fineparser" in s] == ["train_dn@fineparser-dn", "evaluate_dn@fineparser-dn"]
+    _run([dvc, "repro", "evaluate_dn@fineparser-dn"], fp_project)
     metrics = json.loads((fp_project / "reports/metrics/finediving/fineparser-dn.json").read_text())
     assert metrics["method"] == "fineparser" and metrics["scoring"] == "voting"
+    assert metrics["seeds"] == [1] and [e["seed"] for e in metrics["per_seed"]] == [1]
+    assert sorted(p.name for p in (fp_project / "models/finediving/fineparser-dn").glob("seed*")) == ["seed1"]
     for block in ("honest", "paper"):
         assert {"rho", "aiou50", "mask_mae", "mask_fbeta", "mask_fbeta_max", "mask_smeasure"} <= set(metrics[block])
     assert set(metrics["mask_references"]) == {"all_background", "motion"}
-    ckpt = torch.load(fp_project / "models/finediving/fineparser-dn/seed0/checkpoint.pt", weights_only=False)
+    ckpt = torch.load(fp_project / "models/finediving/fineparser-dn/seed1/checkpoint.pt", weights_only=False)
     assert int(ckpt["model"]["sap.kinetics_loaded"]) == 1 and ckpt["finished"]
 
     client = MlflowClient(f"sqlite:///{fp_project / 'mlflow.db'}")
@@ -48,5 +55,5 @@ def test_fineparser_trains_and_is_evaluated_by_the_stages(fp_project, monkeypatc
                              "tags.`aqa.role` = 'evaluation'")[0]
     assert len(client.list_artifacts(run.info.run_id, "mask_overlays")) == 8
 
-    again = _run([dvc, "repro", "evaluate@fineparser-dn"], fp_project)
+    again = _run([dvc, "repro", "evaluate_dn@fineparser-dn"], fp_project)
     assert "Running stage" not in again, again

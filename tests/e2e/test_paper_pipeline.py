@@ -56,6 +56,7 @@ def project(tmp_path, tiny_params) -> Path:
     p["train"]["variants"] = {"fr": {"method": "fr"}, "musdl": {"method": "musdl", "train": {"lr": 1e-4}}}
     p["train"]["exemplar_modes"] = ["dn"]
     p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fr", "musdl"], "mtl_aqa": []}}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "fr"
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")

@@ -74,6 +74,7 @@ def project(tmp_path, tiny_params) -> Path:
     p["train"]["exemplar_modes"] = ["dn"]
     p["datasets"] = {"run": ["finediving", "mtl_aqa"], "variants": {"finediving": ["fr", "tsa", "core", "musdl"],
                                                                    "mtl_aqa": ["fr", "musdl"]}}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     return commit_project(root, p, "tiny pipeline")
 
 

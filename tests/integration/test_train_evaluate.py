@@ -161,6 +161,7 @@ def test_baselines_train_evaluate_and_fill_table2(tmp_path, tiny_params):
     p = small_train_params(tiny_params, epochs=2)
     p["train"]["variants"] = {k: copy.deepcopy(p["train"]["variants"][k]) for k in ("usdl", "musdl", "core")}
     p["datasets"]["variants"] = {"finediving": ["usdl", "musdl", "core"], "mtl_aqa": []}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["train"]["variants"]["musdl"]["train"] = {"lr": 1e-4, "batch_size": 4}
     p["train"]["exemplar_modes"] = ["dn"]
     p["make_report"]["table4_variant"] = "core"

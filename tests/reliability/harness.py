@@ -97,6 +97,7 @@ def make_project(root: Path, params: dict, weights: Path) -> Path:
     p["fetch_i3d"]["weights_path"] = str(weights)
     p["train"]["variants"] = {"fr": {"method": "fr"}}
     p["datasets"] = {"run": ["finediving", "mtl_aqa"], "variants": {"finediving": ["fr"], "mtl_aqa": ["fr"]}}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["train"]["exemplar_modes"] = ["dn"]
     p["make_report"]["table4_variant"] = "fr"
     write_params(root, p)

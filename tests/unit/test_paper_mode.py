@@ -41,7 +41,10 @@ def test_the_overlay_sets_the_references_training_on_the_projects_params(repo_pa
     assert set(overrides) == {"train.backbone", "train.seeds", "train.epochs", "train.batch_size", "train.lr",
                               "train.lr_backbone", "train.weight_decay", "train.prob_tas_threshold",
                               "train.validation_fraction", "train.batchnorm", "evaluate.num_exemplars"} | {
-        f"train.variants.{v}.train.epochs" for v in epochs}
+        f"train.variants.{v}.train.epochs" for v in epochs} | {
+        "train.variants.fineparser.train.epochs", "train.variants.fineparser.train.seeds"}
+    # FineParser's main model, whose own epochs and seeds fit the default's budget: its code's 400 and one seed
+    assert train["variants"]["fineparser"]["train"] == {"epochs": 400, "seeds": [0]}
 
 
 def test_set_items_win_and_may_add_a_variants_own_setting(repo_params):
@@ -58,6 +61,7 @@ def test_a_variant_params_do_not_train_is_left_out_of_the_overlay(repo_params):
     p = copy.deepcopy(repo_params)
     del p["train"]["variants"]["core"]
     p["datasets"]["variants"] = {"finediving": ["fr", "tsa"], "mtl_aqa": ["i3d_mlp"]}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     overrides, merged = resolve(p, read_overlay(OVERLAY), [])
     assert "core" not in merged["train"]["variants"]
     assert not any(k.startswith("train.variants.core") for k in overrides)
@@ -136,16 +140,23 @@ def test_the_tables_say_what_honest_means_without_a_validation_split(repo_params
 
 
 def test_the_fineparser_overlay_adds_fineparser_to_the_default_through_dvc(tmp_path, repo_params):
-    """params/fineparser.yaml (`make fineparser`): the default plus the main FineParser model and the
-    cache additions it reads, validated as a whole, and DVC's --set-param code gives those params back."""
+    """params/fineparser.yaml (`make fineparser`): the default (which trains FineParser's main model)
+    plus the Table 3 and 4 ablations, w/ DN only with the main model's epochs and seeds, validated as a
+    whole, and DVC's --set-param code gives those params back."""
     from dvc.utils.hydra import apply_overrides
 
+    from aqa.trained import trained_names, variant_seeds
+
     overrides, merged = resolve(repo_params, read_overlay(REPO / "params" / "fineparser.yaml"), [])
-    assert repo_params["extract_features"]["fineparser"]["finediving"] is False   # the default trains no FineParser
-    assert merged["extract_features"]["fineparser"]["finediving"] is True
-    assert merged["datasets"]["variants"]["finediving"] == [*repo_params["datasets"]["variants"]["finediving"],
-                                                            "fineparser"]
-    assert merged["train"]["variants"]["fineparser"] == {"method": "fineparser", "train": {"epochs": 2}}
+    assert repo_params["datasets"]["dn_only"]["finediving"] == ["fineparser"]   # the default's FineParser
+    ablations = ["fp_table3_a", "fp_table3_b", "fp_table3_c", "fp_table3_d", "fp_sve2", "fp_sve8"]
+    assert merged["datasets"]["dn_only"]["finediving"] == ["fineparser", *ablations]
+    assert merged["datasets"]["variants"] == repo_params["datasets"]["variants"]
+    names = trained_names(merged, "finediving")
+    assert all(f"{v}-dn" in names and f"{v}-nodn" not in names for v in ablations)
+    assert {tuple(variant_seeds(merged, v)) for v in ["fineparser", *ablations]} == {(0, 1)}
+    assert {merged["train"]["variants"][v]["train"]["epochs"] for v in ["fineparser", *ablations]} == {2}
+    assert merged["train"] == repo_params["train"] and merged["extract_features"] == repo_params["extract_features"]
     for section in ("synthesize_videos", "extract_frames", "evaluate", "make_report"):
         assert merged[section] == repo_params[section]
     params = tmp_path / "params.yaml"

@@ -243,12 +243,19 @@ def test_baseline_variants_and_their_own_training_settings(repo_params):
     p["train"]["variants"] = {"usdl": {"method": "usdl", "sigma": 4.0, "train": {"lr": 1e-4, "epochs": 100}},
                               "core": {"method": "core", "theta": 115, "train": {"batch_size": 2}}}
     p["datasets"]["variants"] = {"finediving": ["usdl", "core"], "mtl_aqa": ["usdl"]}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "core"
     validate_params(p)
     assert variant_errors(p) == []
     bad = copy.deepcopy(p)
-    bad["train"]["variants"]["usdl"]["train"]["seeds"] = [0]      # not a per-variant key
-    assert "train.variants.usdl.train.seeds: unknown key" in _refused(bad)
+    bad["train"]["variants"]["usdl"]["train"]["momentum"] = 0.9      # not a per-variant key
+    assert "train.variants.usdl.train.momentum: unknown key" in _refused(bad)
+    own = copy.deepcopy(p)
+    own["train"]["variants"]["usdl"]["train"]["seeds"] = [3, 1]     # a variant's own seeds
+    validate_params(own)
+    for seeds, why in (([], "should be non-empty"), ([1, 1], "has non-unique elements"), ([-1], "less than the minimum")):
+        own["train"]["variants"]["usdl"]["train"]["seeds"] = seeds
+        assert f"train.variants.usdl.train.seeds" in _refused(own) and why in _refused(own)
     bad = copy.deepcopy(p)
     bad["train"]["variants"]["usdl"]["train"]["lr"] = 0
     assert "train.variants.usdl.train.lr" in _refused(bad)
@@ -292,7 +299,8 @@ def test_mtl_aqa_is_read_from_the_split_the_stand_in_writes(repo_params):
     p = copy.deepcopy(repo_params)
     p["convert_annotations"]["mtl_aqa_split"] = 1
     assert "convert_annotations.mtl_aqa_split = 1: synthesize_videos writes MTL-AQA's split 0" in _refused(p)
-    p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fr"], "mtl_aqa": []}}
+    p["datasets"] = {"run": ["finediving"], "variants": {"finediving": ["fr"], "mtl_aqa": []},
+                     "dn_only": {"finediving": [], "mtl_aqa": []}}
     validate_params(p)  # not run: not checked
 
 
@@ -364,16 +372,20 @@ def test_snakemake_refuses_a_misspelled_key(tmp_path):
 
 def _with_fineparser(repo_params, name: str, additions) -> dict:
     p = copy.deepcopy(repo_params)
-    p["datasets"]["variants"]["finediving"] = [*p["datasets"]["variants"]["finediving"], name]
+    p["datasets"]["dn_only"]["finediving"] = [name]
     p["extract_features"]["fineparser"]["finediving"] = additions
     return p
 
 
 def test_a_listed_fineparser_variant_needs_the_cache_additions(repo_params):
-    assert ("datasets.variants.finediving lists fineparser (FineParser) but "
+    assert ("datasets.dn_only.finediving lists fineparser (FineParser) but "
             "extract_features.fineparser.finediving is false") in _refused(_with_fineparser(repo_params, "fineparser", False))
     p = _with_fineparser(repo_params, "fineparser", True)
     validate_params(p)   # with the additions it is accepted
+    p["datasets"]["dn_only"]["finediving"] = []                          # in both modes: the same check
+    p["datasets"]["variants"]["finediving"].append("fineparser")
+    p["extract_features"]["fineparser"]["finediving"] = False
+    assert "datasets.variants.finediving lists fineparser (FineParser) but extract_features" in _refused(p)
 
 
 def test_a_fineparser_variant_must_read_the_backbone_the_cache_holds(repo_params):
@@ -382,10 +394,59 @@ def test_a_fineparser_variant_must_read_the_backbone_the_cache_holds(repo_params
             in _refused(p))
     # a variant without the SVE stream (Table 3's A) reads no SVE features: its backbone setting is moot
     p["train"]["variants"]["a34"] = {"method": "fineparser", "ablation": "table3_A", "sve_backbone": "resnet34"}
-    p["datasets"]["variants"]["finediving"][-1] = "a34"
+    p["datasets"]["dn_only"]["finediving"][-1] = "a34"
     validate_params(p)
     p["train"]["variants"]["a34"]["ablation"] = "table3_D"       # D reads them
     assert "train.variants.a34 reads resnet34 SVE features" in _refused(p)
     p["train"]["variants"]["bogus"] = {"method": "fineparser", "ablation": "table9_Z"}
-    p["datasets"]["variants"]["finediving"].append("bogus")
+    p["datasets"]["dn_only"]["finediving"].append("bogus")
     assert "train.variants.bogus: ablation 'table9_Z' is not one of" in _refused(p)
+
+
+def test_the_default_trains_fineparsers_main_model_with_dn_only_two_seeds_two_epochs(repo_params):
+    """The built-in default's FineParser (issue 9's budget): the main model alone, w/ DN, its own seeds."""
+    from aqa.trained import trained_names, variant_seeds
+
+    assert repo_params["datasets"]["dn_only"] == {"finediving": ["fineparser"], "mtl_aqa": []}
+    assert repo_params["extract_features"]["fineparser"]["finediving"] is True
+    assert repo_params["train"]["variants"]["fineparser"] == {"method": "fineparser",
+                                                              "train": {"epochs": 2, "seeds": [0, 1]}}
+    names = trained_names(repo_params, "finediving")
+    assert "fineparser-dn" in names and "fineparser-nodn" not in names
+    assert not [n for n in names if n.startswith("fp_")]                 # the ablations: defined, not listed
+    assert variant_seeds(repo_params, "fineparser") == [0, 1]
+    assert variant_seeds(repo_params, "tsa") == repo_params["train"]["seeds"] == [0, 1, 2]
+
+
+def test_dn_only_lists_are_checked(repo_params):
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["variants"]["finediving"].append("fineparser")
+    assert ("datasets.dn_only.finediving: fineparser also in datasets.variants.finediving: list a variant in one "
+            "of them") in _refused(p)
+    p = copy.deepcopy(repo_params)
+    p["train"]["exemplar_modes"] = ["nodn"]
+    assert ("datasets.dn_only.finediving lists ['fineparser'] but train.exemplar_modes ['nodn'] has no dn: add dn, "
+            "or list them in datasets.variants.finediving") in _refused(p)
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["dn_only"]["finediving"].append("fp_typo")
+    assert "datasets.dn_only.finediving: 'fp_typo' not a key of train.variants (fr, " in _refused(p)
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["run"] = ["mtl_aqa"]
+    p["datasets"]["variants"]["finediving"] = []
+    assert ("datasets.dn_only.finediving lists ['fineparser'] but finediving is not in datasets.run ['mtl_aqa']"
+            in _refused(p))
+    p = copy.deepcopy(repo_params)
+    del p["datasets"]["dn_only"]
+    assert "datasets.dn_only: missing" in _refused(p)
+    p = copy.deepcopy(repo_params)
+    p["train"]["exemplar_modes"] = ["dn"]                                 # dn alone: dn-only variants are fine
+    validate_params(p)
+
+
+def test_a_dn_only_variant_on_mtl_aqa_needs_step_labels(repo_params):
+    from aqa.params import variant_errors
+
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["dn_only"]["mtl_aqa"] = ["tsa"]
+    assert ("datasets.dn_only.mtl_aqa: tsa (method tsa) needs step labels, which MTL-AQA does not have"
+            in variant_errors(p))

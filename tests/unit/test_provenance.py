@@ -71,6 +71,21 @@ def test_evaluate_params_hold_no_path_and_only_what_is_read(repo_params):
     assert block["params_sha256"] == sha256_json(read)
 
 
+def test_evaluate_params_record_the_values_a_variant_trains_with(repo_params):
+    """A variant's own `train:` values (FineParser's seeds and epochs) replace params.train's: a change of
+    params.train a variant overrides leaves its models, and so its metrics, as they are."""
+    p = copy.deepcopy(repo_params)
+    fp = evaluate_params(p, "fineparser", "dn", "finediving")
+    assert fp["train"]["seeds"] == [0, 1] and fp["train"]["epochs"] == 2
+    tsa = evaluate_params(p, "tsa", "dn", "finediving")
+    p["train"]["seeds"] = [3]
+    p["train"]["epochs"] = 9
+    assert evaluate_params(p, "fineparser", "dn", "finediving") == fp
+    assert evaluate_params(p, "tsa", "dn", "finediving") != tsa
+    p["train"]["variants"]["fineparser"]["train"]["seeds"] = [0]
+    assert evaluate_params(p, "fineparser", "dn", "finediving")["train"]["seeds"] == [0]
+
+
 def _stage_params(stage: dict) -> set[str]:
     return {p for p in stage["params"] if isinstance(p, str)}
 

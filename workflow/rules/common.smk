@@ -7,6 +7,7 @@ from aqa import params_digest
 from aqa.cluster import job_resources, job_threads
 from aqa.data.datasets import dvc_stage
 from aqa.params import load_params
+from aqa.trained import is_dn_only, trained_names
 
 
 def params_file():
@@ -73,9 +74,9 @@ def masks_source(dataset):
 
 
 def trained_variants(dataset):
-    """<variant>-<mode> for every variant trained on the dataset and every exemplar mode."""
-    modes = config["train"]["exemplar_modes"]
-    return [f"{v}-{m}" for v in config["datasets"]["variants"][dataset] for m in modes]
+    """<variant>-<mode> of every variant trained on the dataset: datasets.variants in every exemplar
+    mode, datasets.dn_only in mode dn (aqa.trained)."""
+    return trained_names(config, dataset)
 
 
 def all_trained(pattern):
@@ -101,11 +102,12 @@ STAGE_CODE = {
     "extract_features": ["src/aqa/features", "src/aqa/models/i3d.py", "src/aqa/models/i3d_weights.py",
                          "src/aqa/models/sve_backbone.py", "src/aqa/data/masks.py", "workflow/rules/features.smk"],
     "train": ["src/aqa/models", "src/aqa/train", "src/aqa/evaluate/voting.py", "src/aqa/evaluate/direct.py",
-              "src/aqa/evaluate/sap_masks.py", "src/aqa/evaluate/mask_metrics.py", "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
-    "evaluate": ["src/aqa/evaluate", "src/aqa/metrics.py", "src/aqa/provenance.py", "workflow/rules/models.smk"],
-    "make_report": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk",
+              "src/aqa/evaluate/sap_masks.py", "src/aqa/evaluate/mask_metrics.py", "src/aqa/metrics.py", "src/aqa/provenance.py", "src/aqa/trained.py", "workflow/rules/models.smk"],
+    "evaluate": ["src/aqa/evaluate", "src/aqa/metrics.py", "src/aqa/provenance.py", "src/aqa/trained.py",
+                 "workflow/rules/models.smk"],
+    "make_report": ["src/aqa/report", "src/aqa/provenance.py", "src/aqa/trained.py", "workflow/rules/report.smk",
                     "src/aqa/models/fineparser_ablations.py"],
-    "make_figures": ["src/aqa/report", "src/aqa/provenance.py", "workflow/rules/report.smk"],
+    "make_figures": ["src/aqa/report", "src/aqa/provenance.py", "src/aqa/trained.py", "workflow/rules/report.smk"],
 }
 STAGE_PARAMS = {
     "synthesize_videos": ["extract_frames.frames_root.{dataset}", "synthesize_videos.seed", "synthesize_videos.{dataset}",
@@ -147,9 +149,11 @@ def code_files(stage):
 
 
 def params_file_of(stage, dataset=None, name=None):
-    """.aqa/params/<DVC stage name>.json: `train@fr-dn` of MTL-AQA is train_mtl_aqa@fr-dn."""
+    """.aqa/params/<DVC stage name>.json: `train@fr-dn` of MTL-AQA is train_mtl_aqa@fr-dn, a dn-only
+    variant's train_dn@fineparser-dn."""
     if stage in PER_VARIANT:
-        return f"{params_digest.ROOT}/{dvc_stage(stage, dataset)}@{name}.json"
+        dn_only = is_dn_only(config, dataset, name.rsplit("-", 1)[0])
+        return f"{params_digest.ROOT}/{dvc_stage(stage, dataset, dn_only)}@{name}.json"
     if stage in PER_DATASET:
         return f"{params_digest.ROOT}/{stage}@{dataset}.json"
     return f"{params_digest.ROOT}/{stage}.json"

@@ -34,12 +34,15 @@ class DatasetError(AqaError):
     """A dataset name the pipeline does not know."""
 
 
-def dvc_stage(stage: str, dataset: str) -> str:
+def dvc_stage(stage: str, dataset: str, dn_only: bool = False) -> str:
     """The DVC stage group that runs a per-variant stage (train, evaluate) on `dataset`.
 
     One DVC matrix cannot leave out combinations, and each dataset trains its own variant list, so
     each dataset has its own group: FineDiving's keeps the stage's name, the others add theirs.
+    `dn_only`: the group of the variants trained w/ DN only (datasets.dn_only; aqa.trained), `_dn`
+    after the stage's name (train_dn, train_dn_mtl_aqa).
     """
+    stage = f"{stage}_dn" if dn_only else stage
     return stage if dataset == FINEDIVING else f"{stage}_{dataset_spec(dataset).name}"
 
 

@@ -39,6 +39,7 @@ from aqa.train.run import (VariantSpec, dataset_name, load_data, parse_variant, 
                            variant_cache_keys)
 from aqa.train.mlflow_model import register_best, registered_name
 from aqa.train.tracking import ROLE, Tracker, source_tags
+from aqa.trained import variant_seeds
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,14 @@ class SeedResult:
     masks: list[np.ndarray] | None = None    # SAP's predicted masks of the first test dives (overlays)
 
 
-def retrain_advice(variant: str, seed_dir: Path) -> str:
+def retrain_advice(variant: str, seed_dir: Path, params: dict[str, Any] | None = None) -> str:
+    """How to retrain; with `params`, a dn-only variant's stage is train_dn@ (aqa.trained)."""
     from aqa.data.datasets import DATASETS, dvc_stage
+    from aqa.trained import is_dn_only
 
     dataset = Path(seed_dir).parent.parent.name  # the pipeline's models/<dataset>/<variant>/seed<k>
-    stage = dvc_stage("train", dataset) if dataset in DATASETS else "train"
+    dn_only = params is not None and is_dn_only(params, dataset, variant.rsplit("-", 1)[0])
+    stage = dvc_stage("train", dataset, dn_only) if dataset in DATASETS else "train"
     return f"re-run its training: dvc repro {stage}@{variant} (or delete {seed_dir} and run dvc repro)"
 
 
@@ -143,12 +147,12 @@ def load_trained(spec: VariantSpec, params: dict[str, Any], data: DiveData, seed
     try:
         best = load_checkpoint(path, map_location=device)
     except CheckpointError as exc:
-        raise CheckpointError(f"{exc}; {retrain_advice(spec.name, seed_dir)}") from None
+        raise CheckpointError(f"{exc}; {retrain_advice(spec.name, seed_dir, params)}") from None
     pool, _, _ = split_rows(data, params["train"])
     config = seed_run(spec, params, seed, data, pool).config()
     reason = stale_reason(best, config, training_inputs(config, data.annotations_digest, data.fingerprint))
     if reason:
-        raise CheckpointError(f"{path}: {reason}; {retrain_advice(spec.name, seed_dir)}")
+        raise CheckpointError(f"{path}: {reason}; {retrain_advice(spec.name, seed_dir, params)}")
     return best
 
 
@@ -195,14 +199,14 @@ def _pairs(settings: dict[str, Any]) -> list[list[Any]]:
     return sorted([k, v] for k, v in settings.items())
 
 
-def _read_history(path: Path, variant: str) -> list[dict[str, Any]]:
+def _read_history(path: Path, variant: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     try:
         history = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot read the training history ({type(exc).__name__}); "
-                              f"{retrain_advice(variant, path.parent)}") from None
+                              f"{retrain_advice(variant, path.parent, params)}") from None
     if not isinstance(history, list) or not history:
-        raise CheckpointError(f"{path}: expected a non-empty list of epochs; {retrain_advice(variant, path.parent)}")
+        raise CheckpointError(f"{path}: expected a non-empty list of epochs; {retrain_advice(variant, path.parent, params)}")
     return history
 
 
@@ -224,10 +228,10 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     # with train.backbone finetune: the frames (the fine-tuned I3D's weights are in the checkpoints)
     data = load_data(params["train"], dives_parquet, features_dir, device, frames_root=frames_root,
                      cache_keys=variant_cache_keys(spec, dives_parquet))
-    seed_dirs = {seed: models_dir / f"seed{seed}" for seed in params["train"]["seeds"]}
+    seed_dirs = {seed: models_dir / f"seed{seed}" for seed in variant_seeds(params, spec.base)}
     # every model checked before anything is written
     trained = {seed: load_trained(spec, params, data, seed, d, device) for seed, d in seed_dirs.items()}
-    histories = {seed: _read_history(d / HISTORY, spec.name) for seed, d in seed_dirs.items()}
+    histories = {seed: _read_history(d / HISTORY, spec.name, params) for seed, d in seed_dirs.items()}
     models = {f"seed{seed}/{name}": sha256_file(d / name)
               for seed, d in seed_dirs.items() for name in (BEST_VAL, HISTORY)}
     dataset = dataset_name(dives_parquet)
@@ -266,7 +270,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
         # training pool imply (CoRe's group edges, use_dd); the same for every seed
         "model_settings": _pairs(next(iter(trained.values()))["config"]["model_kwargs"]),
         "footage": footage(params, dataset),
-        "seeds": list(params["train"]["seeds"]), "num_exemplars": None if direct else m_main,
+        "seeds": list(seed_dirs), "num_exemplars": None if direct else m_main,
         "honest": summarize([e["honest"] for e in per_seed]),
         "paper": summarize([e["paper"] for e in per_seed]),
     }

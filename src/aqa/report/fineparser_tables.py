@@ -32,7 +32,8 @@ from aqa.report.published import (
     Published,
     PublishedMasks,
 )
-from aqa.report.tables import NA, NOT_RUN, ReportError, Table, honest_text, ours
+from aqa.report.tables import NA, NOT_RUN, ReportError, Table, honest_text, ours, seeds_text
+from aqa.trained import listed
 
 MODES = (("dn", "w/ DN"), ("nodn", "w/o DN"))
 MTL_MODES = (("dn", "w/ DD"), ("nodn", "w/o DD"))
@@ -157,7 +158,7 @@ def check_fineparser_variants(params: dict[str, Any]) -> None:
     labelled with (or its label would lie)."""
     settings = params["train"]["variants"]
     for variant in fpv.VARIANTS:
-        if variant in params["datasets"]["variants"][FINEDIVING_DATA] and variant in settings:
+        if variant in listed(params, FINEDIVING_DATA) and variant in settings:
             why = fpv.settings_mismatch(variant, settings[variant])
             if why is not None:
                 raise ReportError(f"params train.variants.{variant}: FineParser's tables label it as ablation "
@@ -176,13 +177,12 @@ def _caption(title: str, used: list[dict], params: dict[str, Any], dataset: str,
         name = "FineDiving" if dataset == FINEDIVING_DATA else "MTL-AQA"
         text += f" (rendered by synthesize_videos, not the real {name} videos"
         text += ", masks drawn by the renderer, not FineDiving-HM's)" if dataset == FINEDIVING_DATA else ")"
-    seeds = sorted({s for m in used for s in m.get("seeds", [])}) or list(params["train"]["seeds"])
     mode_text = ("w/ DN = exemplars of the same dive number (FineParser's code; the published setting), "
                  "w/o DN = any exemplar" if dataset == FINEDIVING_DATA else
                  "w/ DD = our exemplar mode dn, w/o DD = mode nodn (docs/METHODS.md); the published "
                  "rows are w/ DD")
-    return (f"{title}. Ours: {text} footage; mean ± std over {len(seeds)} seed(s) "
-            f"({', '.join(map(str, seeds))}); protocols: honest = {honest_text(params)} evaluated once on "
+    return (f"{title}. Ours: {text} footage; {seeds_text(used, params)}; protocols: "
+            f"honest = {honest_text(params)} evaluated once on "
             "test; paper protocol = best value of each metric over epochs on test, each metric "
             f"independently (the reference code's reporting); {mode_text}. Published: {published}. "
             + (notes + " " if notes else "")

@@ -1,8 +1,8 @@
 """Which FineParser variant fills which row of FineParser's Tables 1 and 3-5: the one mapping.
 
 The variant names are those the training and evaluation stages use (params `train.variants`,
-`datasets.variants.finediving`); each variant's metrics are `reports/metrics/finediving/
-<variant>-<mode>.json`, as every method's. A variant is one of the model's ablations
+`datasets.dn_only.finediving` or `datasets.variants.finediving`); each variant's metrics are
+`reports/metrics/finediving/<variant>-<mode>.json`, as every method's. A variant is one of the model's ablations
 (aqa.models.fineparser_ablations): `fineparser` is the main model, i.e. row E of Table 3, step
 duration 4 of Table 4 and the default SVE backbone of Table 5.
 """
@@ -35,6 +35,10 @@ TABLE4 = ((2, "fp_sve2"), (4, MAIN), (8, "fp_sve8"))
 TABLE5 = (("i3d2d", MAIN), ("resnet34", "fp_resnet34"))
 
 # What running a variant needs beyond its params lines: ResNet-34's features in the cache.
+# The ablations params/fineparser.yaml (`make fineparser`) adds to the built-in default, which trains
+# the main model only (fp_resnet34 needs a weights file from outside).
+OVERLAY_VARIANTS = ("fp_table3_a", "fp_table3_b", "fp_table3_c", "fp_table3_d", "fp_sve2", "fp_sve8")
+
 EXTRA_NEEDS = {
     "fp_resnet34": "and the cache's SVE features from ResNet-34 (extract_features.sve_backbone: resnet34, "
                    "extract_features.sve_weights_path: torchvision's resnet34-b627a593.pth; docs/METHODS.md "
@@ -71,14 +75,15 @@ def params_line(variant: str) -> str:
 def how_to_run(variant: str, params: dict[str, Any], dataset: str = "finediving") -> str:
     """The not-run reason and how to run it: the variant's name and the params lines it needs."""
     what = "the main model" if variant == MAIN else f"ablation {VARIANTS[variant]}"
-    text = f"params do not train {variant} ({what}); to run it add `{variant}` to datasets.variants.{dataset}"
+    text = (f"params do not train {variant} ({what}); to run it add `{variant}` to datasets.dn_only.{dataset} "
+            "(w/ DN, the published setting; datasets.variants: both modes)")
     if variant not in params["train"]["variants"]:
         text += f" and `{params_line(variant)}` to train.variants"
     if params["extract_features"]["fineparser"].get(dataset) in (False, None):   # its cache additions
         text += f", set extract_features.fineparser.{dataset}: true"
     extra = EXTRA_NEEDS.get(variant)
     text += (f", {extra}" if extra else "") + ", then dvc repro"
-    return text + (" (or `make fineparser`)" if variant == MAIN else "")
+    return text + (" (or `make fineparser`)" if variant in OVERLAY_VARIANTS else "")
 
 
 def settings_mismatch(variant: str, settings: dict[str, Any]) -> str | None:

@@ -19,7 +19,8 @@ from typing import Any
 
 from aqa.data.datasets import MTL_AQA, dataset_spec
 from aqa.report.published import FINEPARSER_MTL_AQA, Published
-from aqa.report.tables import PROTOCOLS, Table, both_protocols, ours_cell, published_cell
+from aqa.report.tables import PROTOCOLS, Table, both_protocols, ours_cell, published_cell, seeds_text
+from aqa.trained import listed
 
 NAME = "mtl_aqa"
 MODES = (("nodn", "w/o DD"), ("dn", "w/ DD"))
@@ -75,9 +76,8 @@ def _caption(used: list[dict], params: dict[str, Any]) -> str:
     if "stand-in" in footage:
         what = "the real MTL-AQA annotations" if source else "a sampled MTL-AQA-shaped annotation set"
         text += f" (rendered by synthesize_videos for {what}, not the real MTL-AQA videos)"
-    seeds = sorted({s for m in used for s in m.get("seeds", [])}) or list(params["train"]["seeds"])
-    return (f"Comparison on MTL-AQA. Ours: {text} footage; mean ± std over {len(seeds)} seed(s) "
-            f"({', '.join(map(str, seeds))}); {both_protocols(params)}. Columns: w/o DD = ours in "
+    return (f"Comparison on MTL-AQA. Ours: {text} footage; {seeds_text(used, params)}; "
+            f"{both_protocols(params)}. Columns: w/o DD = ours in "
             "exemplar mode nodn, w/ DD = ours in mode dn (exemplars of the same dive number; "
             f"docs/METHODS.md). {SOURCES}. R-l2 x 100. "
             "not run: params.yaml does not train that variant on MTL-AQA (datasets.variants.mtl_aqa); "
@@ -87,7 +87,7 @@ def _caption(used: list[dict], params: dict[str, Any]) -> str:
 def mtl_aqa_table(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
     """The table from the MTL-AQA metrics by `<variant>-<mode>` (as `load_metrics` returns them)."""
     header = ["Method", "Result"] + [f"{ml} {'rho' if k == 'rho' else 'R-l2'}" for _, ml in MODES for k in KEYS]
-    trained = list(params["datasets"]["variants"][MTL_AQA])
+    trained = listed(params, MTL_AQA)
     rows_spec = list(ROWS) + [(v, OTHER_LABELS.get(v, v)) for v in trained if v not in dict(ROWS)]
     rows, used = [], []
     for variant, label in rows_spec:

@@ -26,6 +26,7 @@ from typing import Any
 
 from aqa.data.datasets import FINEDIVING as FINEDIVING_DATA
 from aqa.data.datasets import MTL_AQA, dvc_stage
+from aqa.trained import is_dn_only, trained_pairs
 from aqa.errors import AqaError
 from aqa.io import write_text_atomic
 from aqa.provenance import changed_inputs, evaluate_params, flatten, sha256_json
@@ -79,8 +80,12 @@ class Table:
 
 def trained_variants(params: dict[str, Any], dataset: str = FINEDIVING_DATA) -> list[tuple[str, str]]:
     """(variant, mode) of every `<variant>-<mode>` the params train (and evaluate) on `dataset`."""
-    return [(base, mode) for base in params["datasets"]["variants"][dataset]
-            for mode in params["train"]["exemplar_modes"]]
+    return trained_pairs(params, dataset)
+
+
+def evaluate_stage(params: dict[str, Any], dataset: str, base: str, mode: str) -> str:
+    """The DVC stage that writes the metrics of `<base>-<mode>` (a dn-only variant's group is evaluate_dn)."""
+    return f"{dvc_stage('evaluate', dataset, is_dn_only(params, dataset, base))}@{base}-{mode}"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -103,7 +108,7 @@ _ABSENT = object()
 def check_made_from_params(path: Path, data: dict[str, Any], params: dict[str, Any], base: str, mode: str,
                            dataset: str = FINEDIVING_DATA) -> None:
     """Refuse a metrics file whose recorded params digest is not the current params' (naming what differs)."""
-    rerun = f"re-run its evaluation (dvc repro {dvc_stage('evaluate', dataset)}@{base}-{mode})"
+    rerun = f"re-run its evaluation (dvc repro {evaluate_stage(params, dataset, base, mode)})"
     prov = data.get("provenance")
     if not isinstance(prov, dict) or "params_sha256" not in prov:
         raise ReportError(f"{path}: records no provenance (written by an older evaluate); {rerun}")
@@ -143,8 +148,8 @@ def load_metrics(metrics_dir: Path, params: dict[str, Any],
         path = metrics_dir / f"{base}-{mode}.json"
         if not path.is_file():
             raise ReportError(f"{path}: no metrics for {base}-{mode}, which params train on {dataset} "
-                              f"(datasets.variants.{dataset} x train.exemplar_modes); run its evaluation "
-                              f"(dvc repro {dvc_stage('evaluate', dataset)}@{base}-{mode})")
+                              f"(datasets.variants.{dataset} x train.exemplar_modes, datasets.dn_only.{dataset} "
+                              f"w/ DN); run its evaluation (dvc repro {evaluate_stage(params, dataset, base, mode)})")
         data = _read_json(path)
         check_made_from_params(path, data, params, base, mode, dataset)
         found[path] = data
@@ -198,14 +203,28 @@ def _caption(title: str, used: list[dict], params: dict[str, Any], protocols: st
     footage = sorted({m.get("footage") for m in used if m.get("footage")})
     if not footage:  # nothing run yet: describe what the params would produce
         footage = ["stand-in" if params["extract_frames"]["frames_root"].get(FINEDIVING_DATA) is None else "real"]
-    seeds = sorted({s for m in used for s in m.get("seeds", [])}) or list(params["train"]["seeds"])
     footage_text = " + ".join(footage)
     if "stand-in" in footage:
         footage_text += " (rendered by synthesize_videos, not the real FineDiving videos)"
-    return (f"{title}. Ours: {footage_text} footage; mean ± std over {len(seeds)} seed(s) "
-            f"({', '.join(map(str, seeds))}); {protocols}. Published: Xu et al., CVPR 2022. "
+    return (f"{title}. Ours: {footage_text} footage; {seeds_text(used, params)}; {protocols}. "
+            "Published: Xu et al., CVPR 2022. "
             "R-l2 x 100; AIoU in %. not run: params.yaml does not train that variant or mode; –: not "
             "applicable or not reported.")
+
+
+def seeds_text(used: list[dict], params: dict[str, Any]) -> str:
+    """The seeds the numbers average over: one list when every metrics file used has the same
+    seeds, else each variant's (a variant may have its own, train.variants.<v>.train.seeds);
+    nothing used yet: the seeds params.train gives."""
+    lists = {}
+    for m in used:
+        lists.setdefault(str(m.get("variant", "?")).rsplit("-", 1)[0], list(m.get("seeds", [])))
+    distinct = {tuple(s) for s in lists.values()}
+    if len(distinct) > 1:
+        each = "; ".join(f"{base}: {', '.join(map(str, seeds))}" for base, seeds in sorted(lists.items()))
+        return f"mean ± std over each variant's seeds ({each})"
+    seeds = list(distinct.pop()) if distinct else list(params["train"]["seeds"])
+    return f"mean ± std over {len(seeds)} seed(s) ({', '.join(map(str, seeds))})"
 
 
 def honest_text(params: dict[str, Any]) -> str:

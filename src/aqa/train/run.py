@@ -27,8 +27,9 @@ class VariantError(AqaError):
 
 
 # params.train keys a variant may set for itself (`train:` inside its entry; BASELINES.md D6: the
-# sources' lr, weight decay, batch and epochs of each baseline).
-TRAIN_OVERRIDES = ("epochs", "batch_size", "lr", "weight_decay")
+# sources' lr, weight decay, batch and epochs of each baseline; seeds: FineParser's two in the
+# built-in default's budget, aqa.trained.variant_seeds).
+TRAIN_OVERRIDES = ("seeds", "epochs", "batch_size", "lr", "weight_decay")
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
                   max_epochs: int | None = None, frames_root: str | Path | None = None,
                   weights_path: str | Path | None = None,
                   work_dir: str | Path | None = None) -> dict[int, list[dict[str, Any]]]:
-    """Train `variant` for every seed of params.train.seeds into out_dir/seed<k>/ (resumable).
+    """Train `variant` for each of its seeds (aqa.trained.variant_seeds) into out_dir/seed<k>/ (resumable).
 
     With `work_dir` (the DVC stage's .aqa/work/<out_dir>, aqa.workdir), the seeds train and
     resume there (started from the last output when there is no work folder), and the work
@@ -169,9 +170,9 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     With train.backbone finetune, `frames_root` and `weights_path` (the Kinetics I3D) are read too.
     """
     spec = parse_variant(variant, params)
-    train_cfg = params["train"]
+    train_cfg = {**params["train"], **spec.train_overrides}   # the variant's seeds among them
     ranks = distributed.ranks_from_env()
-    ranks.check_batch_size({**train_cfg, **spec.train_overrides}["batch_size"], f"variant {variant}")
+    ranks.check_batch_size(train_cfg["batch_size"], f"variant {variant}")
     work = Path(out_dir if work_dir is None else work_dir)
     if ranks.main:   # the others read the folder only after process 0 has prepared it (distributed.start)
         if work_dir is not None:
@@ -196,7 +197,7 @@ def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str |
                  out_dir: str | Path, device: torch.device, ranks: distributed.Ranks, tracking_uri: str | None,
                  max_epochs: int | None, *, frames_root: str | Path | None,
                  weights_path: str | Path | None) -> dict[int, list[dict[str, Any]]]:
-    variant, train_cfg = spec.name, params["train"]
+    variant, train_cfg = spec.name, {**params["train"], **spec.train_overrides}
     if train_cfg["backbone"] == "finetune" and weights_path is None:
         raise VariantError("train.backbone is finetune: training needs the I3D weights (aqa train --weights)")
     data = load_data(train_cfg, dives_parquet, features_dir, device, frames_root=frames_root,
@@ -248,7 +249,7 @@ def remove_unlisted_seeds(out_dir: str | Path, seeds: list[int]) -> list[Path]:
     removed = []
     for folder in sorted(Path(out_dir).glob("seed*")):
         if folder.is_dir() and folder.name not in wanted and folder.name[4:].isdigit():
-            log.info("%s: seed not in params train.seeds %s, removed", folder, list(seeds))
+            log.info("%s: seed not among the variant's seeds %s, removed", folder, list(seeds))
             shutil.rmtree(folder)
             removed.append(folder)
     return removed

@@ -18,6 +18,8 @@ def test_known_datasets_and_what_they_annotate():
 def test_each_dataset_has_its_own_group_of_model_stages():
     assert dvc_stage("train", "finediving") == "train" and dvc_stage("evaluate", "finediving") == "evaluate"
     assert dvc_stage("train", "mtl_aqa") == "train_mtl_aqa"
+    assert dvc_stage("train", "finediving", dn_only=True) == "train_dn"       # datasets.dn_only's groups
+    assert dvc_stage("evaluate", "mtl_aqa", dn_only=True) == "evaluate_dn_mtl_aqa"
 
 
 def test_frame_ranges_of_both_release_layouts(tmp_path):

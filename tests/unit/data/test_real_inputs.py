@@ -50,6 +50,7 @@ def test_links_point_at_the_real_folders_or_at_an_empty_one(tmp_path, monkeypatc
     assert len(made) == 6
     # a dataset that does not run links to the empty folder, whatever params name
     p["datasets"] = {"run": ["mtl_aqa"], "variants": {"finediving": [], "mtl_aqa": ["i3d_mlp"]}}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     link_real_inputs(p, ".aqa/inputs")
     assert (inputs / "finediving/frames").resolve() == (inputs / "none").resolve()
     link_real_inputs(_real(repo_params, "finediving", "frames", "ann"), ".aqa/inputs")
@@ -94,7 +95,9 @@ def test_real_frames_need_real_annotations(repo_params):
     validate_params(_real(repo_params, "finediving", "/data/frames", "/data/ann"))
     # a dataset that does not run is not checked
     p = _real(repo_params, "mtl_aqa", "/data/frames", None)
-    p["datasets"] = {"run": ["finediving"], "variants": {**p["datasets"]["variants"], "mtl_aqa": []}}
+    p["datasets"] = {"run": ["finediving"], "variants": {**p["datasets"]["variants"], "mtl_aqa": []},
+                     "dn_only": {**p["datasets"]["dn_only"], "mtl_aqa": []}}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     validate_params(p)
 
 

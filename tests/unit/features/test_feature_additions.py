@@ -334,7 +334,8 @@ def test_a_model_asks_for_its_keys_and_a_cache_without_them_is_one_line(rendered
 def test_params_of_the_additions_are_checked(repo_params):
     from aqa.params import ParamsError, validate_params
 
-    assert repo_params["extract_features"]["fineparser"] == {"finediving": False, "mtl_aqa": False}  # `make fineparser`
+    # the built-in default trains FineParser's main model on FineDiving
+    assert repo_params["extract_features"]["fineparser"] == {"finediving": True, "mtl_aqa": False}
     p = copy.deepcopy(repo_params)
     p["extract_features"]["fineparser"]["mtl_aqa"] = "masks_only"
     with pytest.raises(ParamsError, match="extract_features.fineparser.mtl_aqa"):
@@ -345,4 +346,5 @@ def test_params_of_the_additions_are_checked(repo_params):
     with pytest.raises(ParamsError, match="extract_features.sve_weights_path"):
         validate_params(p)
     p["extract_features"]["fineparser"] = {"finediving": False, "mtl_aqa": False}
-    validate_params(p)   # no additions: the backbone is never built
+    p["datasets"]["dn_only"]["finediving"] = []
+    validate_params(p)   # no additions (and no FineParser listed): the backbone is never built

@@ -70,15 +70,15 @@ def aggregate(per_seed: list[dict], protocol: str) -> dict:
                 "std": statistics.stdev(s[protocol][k] for s in per_seed)} for k in keys}
 
 
-def write_metrics(folder, params, variant, keys, seed, dataset="finediving", **extra):
+def write_metrics(folder, params, variant, keys, seed, dataset="finediving", seeds=SEEDS, **extra):
     """A metrics file in evaluate's format from `params` (provenance included): per_seed, then the
     honest and paper blocks aggregated from it."""
     rng = random.Random(seed)
     base, _, mode = variant.rpartition("-")
     per_seed = [{"seed": s, "best_epoch": 3, "honest": per_seed_values(rng, ["l2"] + keys),
-                 "paper": per_seed_values(rng, ["l2"] + keys)} for s in SEEDS]
+                 "paper": per_seed_values(rng, ["l2"] + keys)} for s in seeds]
     data = {"variant": variant, "method": params["train"]["variants"][base]["method"], "exemplar_mode": mode,
-            "dataset": dataset, "footage": "stand-in", "seeds": SEEDS, "scoring": "voting",
+            "dataset": dataset, "footage": "stand-in", "seeds": seeds, "scoring": "voting",
             "honest": aggregate(per_seed, "honest"), "paper": aggregate(per_seed, "paper"), "per_seed": per_seed,
             "provenance": metrics_provenance(params, base, mode, dataset, inputs=INPUTS, models={}), **extra}
     (folder / f"{variant}.json").write_text(json.dumps(data))
@@ -94,6 +94,7 @@ def params(repo_params):
                               "fp_sve2": {"method": "fineparser", "ablation": "table4_2"}}  # defined, not trained
     p["train"]["exemplar_modes"] = ["dn", "nodn"]
     p["datasets"]["variants"] = {"finediving": ["tsa", "i3d_mlp", *TRAINED_FP], "mtl_aqa": ["core"]}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "tsa"
     p["extract_features"]["fineparser"]["finediving"] = True   # the cache additions the FineParser variants read
     return p
@@ -256,13 +257,16 @@ def test_not_run_rows_say_how_to_run(report):
     t3 = read_rows(report / "fineparser_table3.csv")
     (b,) = [r for r in t3 if r[0].startswith("B:") and r[1].startswith("ours")]
     assert b[2:] == [NOT_RUN] * 8
-    assert "`fp_table3_b`" in b[1] and "datasets.variants.finediving" in b[1]
-    assert b[1].endswith("to run it add `fp_table3_b` to datasets.variants.finediving and "
-                         "`fp_table3_b: {method: fineparser, ablation: table3_B}` to train.variants, then dvc repro)")
+    assert "`fp_table3_b`" in b[1] and "datasets.dn_only.finediving" in b[1]
+    assert b[1].endswith("to run it add `fp_table3_b` to datasets.dn_only.finediving (w/ DN, the published setting; "
+                         "datasets.variants: both modes) and `fp_table3_b: {method: fineparser, ablation: table3_B}` "
+                         "to train.variants, then dvc repro (or `make fineparser`))")
     t4 = read_rows(report / "fineparser_table4.csv")
     (two,) = [r for r in t4 if r[0] == "2" and r[1].startswith("ours")]
     # defined in train.variants already: only the datasets line is missing
-    assert two[1].endswith("add `fp_sve2` to datasets.variants.finediving, then dvc repro)") and two[2:] == [NOT_RUN] * 8
+    assert two[1].endswith("add `fp_sve2` to datasets.dn_only.finediving (w/ DN, the published setting; "
+                           "datasets.variants: both modes), then dvc repro (or `make fineparser`))")
+    assert two[2:] == [NOT_RUN] * 8
     assert row(t4, "8", "ours, w/o DN, honest")[2] != NOT_RUN        # fp_sve8 ran
     assert row(t4, "4 (the main model)", "ours, w/ DN, honest")[2:] == \
         row(t3, "E: SAP + SVE + TAP", "ours, w/ DN, honest")[2:]                # the same variant
@@ -316,11 +320,12 @@ def test_flat_mask_keys_read(tmp_path, written, params):
 # --------------------------------------------------------------------------- the default, refusals, the other tables
 
 
-def test_default_params_run_no_fineparser_variant(tmp_path, repo_params):
-    """The built-in default (no FineParser variant trained): every FineParser row of ours says not run
-    and why; the mask references say where they come from."""
+def test_params_that_train_no_fineparser_variant(tmp_path, repo_params):
+    """Params that train no FineParser variant: every FineParser row of ours says not run and why; the
+    mask references say where they come from."""
     p = copy.deepcopy(repo_params)
     p["datasets"]["variants"] = {"finediving": ["tsa"], "mtl_aqa": []}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["train"]["exemplar_modes"] = ["dn"]
     p["make_report"]["exemplar_counts"] = [10]
     root = tmp_path / "metrics"
@@ -414,7 +419,43 @@ def test_i3d2d_row_not_filled_from_another_cached_backbone(tmp_path, written, pa
 def test_not_run_rows_name_the_cache_additions_when_they_are_off(repo_params):
     from aqa.report.fineparser_variants import how_to_run
 
-    assert repo_params["extract_features"]["fineparser"]["finediving"] is False   # the built-in default
-    assert how_to_run("fineparser", repo_params).endswith(
-        "add `fineparser` to datasets.variants.finediving, set extract_features.fineparser.finediving: true, "
-        "then dvc repro (or `make fineparser`)")
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["dn_only"]["finediving"] = []
+    p["extract_features"]["fineparser"]["finediving"] = False
+    assert how_to_run("fineparser", p).endswith(
+        "add `fineparser` to datasets.dn_only.finediving (w/ DN, the published setting; datasets.variants: both "
+        "modes), set extract_features.fineparser.finediving: true, then dvc repro")
+    # the built-in default has the additions: an ablation needs its list entry alone (`make fineparser` adds it)
+    assert how_to_run("fp_table3_a", repo_params).endswith(
+        "add `fp_table3_a` to datasets.dn_only.finediving (w/ DN, the published setting; datasets.variants: both "
+        "modes), then dvc repro (or `make fineparser`)")
+
+
+def test_the_default_layout_fineparser_w_dn_only_with_its_own_seeds(tmp_path, repo_params):
+    """As the built-in default trains it: fineparser in datasets.dn_only with seeds [0, 1] beside TSA in
+    both modes with train.seeds [0, 1, 2]. Its w/ DN rows hold numbers, its w/o DN rows say not run, and
+    the captions name each variant's seeds; without its metrics the report names its stage."""
+    p = copy.deepcopy(repo_params)
+    p["datasets"]["variants"] = {"finediving": ["tsa"], "mtl_aqa": []}
+    p["make_report"]["exemplar_counts"] = [10]
+    assert p["datasets"]["dn_only"]["finediving"] == ["fineparser"] and p["train"]["seeds"] == [0, 1, 2]
+    root = tmp_path / "metrics"
+    (root / "finediving").mkdir(parents=True)
+    (root / "mtl_aqa").mkdir()
+    for i, mode in enumerate(("dn", "nodn")):
+        tsa = write_metrics(root / "finediving", p, f"tsa-{mode}", ["rho", "rl2_x100", "aiou50", "aiou75"], 5 + i)
+        tsa["by_num_exemplars"] = {"10": {"honest": tsa["honest"]}}
+        (root / "finediving" / f"tsa-{mode}.json").write_text(json.dumps(tsa))
+    with pytest.raises(AqaError, match=r"fineparser-dn.json: no metrics for fineparser-dn.*"
+                                       r"dvc repro evaluate_dn@fineparser-dn\)$"):
+        make_report(metrics_dir=root, tables_dir=tmp_path / "t", params=p)
+    write_metrics(root / "finediving", p, "fineparser-dn", fp_keys("fineparser"), 7, seeds=[0, 1],
+                  mask_references=REFERENCES)
+    make_report(metrics_dir=root, tables_dir=tmp_path / "t", params=p)
+    t1 = read_rows(tmp_path / "t" / "fineparser_table1.csv")
+    assert NOT_RUN not in row(t1, "FineParser", "ours, w/ DN, honest")[2:]
+    assert row(t1, "FineParser", "ours, w/o DN, honest")[2:] == [NOT_RUN] * 8
+    t1_md = (tmp_path / "t" / "fineparser_table1.md").read_text()
+    assert "mean ± std over each variant's seeds (fineparser: 0, 1; tsa: 0, 1, 2)" in t1_md
+    assert "mean ± std over 2 seed(s) (0, 1)" in (tmp_path / "t" / "fineparser_table3.md").read_text()
+    assert "mean ± std over 3 seed(s) (0, 1, 2)" in (tmp_path / "t" / "finediving_table2.md").read_text()

@@ -23,6 +23,7 @@ def params(repo_params):
     p["train"]["variants"] = {"fr": {"method": "fr"}, "tsa": {"method": "tsa"}, **BASELINES}
     p["train"]["exemplar_modes"] = ["dn", "nodn"]
     p["datasets"]["variants"] = {"finediving": [], "mtl_aqa": ["usdl", "core", "fr"]}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "tsa"
     return p
 

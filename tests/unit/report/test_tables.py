@@ -41,6 +41,7 @@ def params(repo_params):
     p["train"]["variants"] = {k: p["train"]["variants"][k] for k in ("fr", "tsa")}
     p["train"]["exemplar_modes"] = ["dn", "nodn"]
     p["datasets"]["variants"] = {"finediving": ["fr", "tsa"], "mtl_aqa": []}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["make_report"]["table4_variant"] = "tsa"
     return p
 

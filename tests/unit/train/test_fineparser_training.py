@@ -49,6 +49,7 @@ def _params(tiny_params, **train):
     p["evaluate"].update({"num_exemplars": 2, "batch_size": 4})
     p["make_report"]["exemplar_counts"] = [1, 2]
     p["datasets"]["variants"] = {"finediving": ["fineparser"], "mtl_aqa": []}
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
     p["extract_features"]["fineparser"]["finediving"] = True
     return p
 

@@ -12,6 +12,7 @@ from dvc.repo import Repo
 from snakemake.api import OutputSettings, ResourceSettings, SnakemakeApi
 
 from aqa.data.datasets import DATASETS, FINEDIVING, dvc_stage
+from aqa.trained import is_dn_only, trained_pairs
 
 REPO = Path(__file__).resolve().parents[3]
 HELPER_RULES = {"all"}
@@ -23,13 +24,13 @@ SHARED_SECTIONS = {"datasets", "cluster"}
 
 
 def stage_of(dvc_name: str) -> str:
-    """The stage a DVC stage runs: `train_mtl_aqa@core-dn` and `train@tsa-dn` are both `train`
-    (each dataset's own group of per-variant stages, aqa.data.datasets.dvc_stage)."""
+    """The stage a DVC stage runs: `train_mtl_aqa@core-dn`, `train@tsa-dn` and `train_dn@fineparser-dn`
+    are all `train` (each dataset's own groups of per-variant stages, aqa.data.datasets.dvc_stage)."""
     base = dvc_name.split("@")[0]
     for dataset in DATASETS:
         if base.endswith(f"_{dataset}") and dataset != FINEDIVING:
-            return base[: -len(dataset) - 1]
-    return base
+            base = base[: -len(dataset) - 1]
+    return base.removesuffix("_dn")
 
 
 @pytest.fixture(scope="module")
@@ -142,14 +143,14 @@ def test_each_dataset_runs_every_stage_under_its_own_paths(dvc_stages, repo_para
     """Data stages once per dataset of datasets.run; train / evaluate once per variant the dataset
     lists and exemplar mode, and for no other variant; every output under the dataset's paths."""
     by_name = {s["name"]: s for s in dvc_stages}
-    run, lists = repo_params["datasets"]["run"], repo_params["datasets"]["variants"]
+    run = repo_params["datasets"]["run"]
     assert set(run) == {FINEDIVING, "mtl_aqa"}, "the default runs both datasets"
     expected = set()
     for dataset in run:
         data = {f"{stage}@{dataset}" for stage in
                 ("synthesize_videos", "extract_frames", "convert_annotations", "extract_features")}
-        models = {f"{dvc_stage(stage, dataset)}@{v}-{m}" for stage in ("train", "evaluate")
-                  for v in lists[dataset] for m in repo_params["train"]["exemplar_modes"]}
+        models = {f"{dvc_stage(stage, dataset, is_dn_only(repo_params, dataset, v))}@{v}-{m}"
+                  for stage in ("train", "evaluate") for v, m in trained_pairs(repo_params, dataset)}
         for name in data | models:
             outs = by_name[name]["outs"]
             assert outs and all(f"/{dataset}/" in f"/{o}/" for o in outs), (name, outs)
@@ -157,6 +158,23 @@ def test_each_dataset_runs_every_stage_under_its_own_paths(dvc_stages, repo_para
     per_dataset = {n for n in by_name if "@" in n}
     assert per_dataset == expected
     assert not any(n.startswith("train_mtl_aqa@tsa") for n in by_name), "TSA needs step labels"
+    # FineParser's main model w/ DN only, in its own group (a matrix cannot leave a mode out)
+    assert {"train_dn@fineparser-dn", "evaluate_dn@fineparser-dn"} <= set(by_name)
+    assert not [n for n in by_name if n.endswith("@fineparser-nodn") or n.startswith(("train@fineparser", "train_dn@fp_"))]
+
+
+def test_the_snakefile_names_each_variant_stage_as_dvc_does(smk_rules, dvc_stages):
+    """Every train / evaluate stage of every DVC group (train_dn included) is a job of the Snakefile's
+    trained variants, and its params file carries the DVC stage's name (what dvc.lock records)."""
+    with SnakemakeApi(OutputSettings()) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=REPO / "Snakefile", workdir=REPO)
+        g = wf._workflow.globals
+        per_variant = {s["name"] for s in dvc_stages if stage_of(s["name"]) in ("train", "evaluate")}
+        from_smk = {Path(g["params_file_of"](stage, dataset, name)).stem
+                    for dataset in g["DATASETS"] for name in g["trained_variants"](dataset)
+                    for stage in ("train", "evaluate")}
+    assert per_variant == from_smk
+    assert "train_dn@fineparser-dn" in from_smk
 
 
 def test_params_select_the_datasets(tmp_path, repo_params):
@@ -165,7 +183,8 @@ def test_params_select_the_datasets(tmp_path, repo_params):
     import shutil
 
     params = copy.deepcopy(repo_params)
-    params["datasets"] = {"run": ["finediving"], "variants": {**params["datasets"]["variants"], "mtl_aqa": []}}
+    params["datasets"] = {"run": ["finediving"], "variants": {**params["datasets"]["variants"], "mtl_aqa": []},
+                          "dn_only": {**params["datasets"]["dn_only"], "mtl_aqa": []}}
     root = tmp_path / "project"
     shutil.copytree(REPO / "workflow", root / "workflow")
     for name in ("Snakefile", "dvc.yaml"):

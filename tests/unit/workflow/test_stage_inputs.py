@@ -34,7 +34,8 @@ def _dvc_stages():
 
 
 def _stage(dvc_group: str) -> str:
-    return dvc_group.removesuffix("_mtl_aqa")
+    """train_mtl_aqa, train_dn and train_dn_mtl_aqa run the stage train."""
+    return dvc_group.removesuffix("_mtl_aqa").removesuffix("_dn")
 
 
 def _template(key: str, group: str) -> str:
