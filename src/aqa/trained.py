@@ -40,6 +40,16 @@ def is_dn_only(params: dict[str, Any], dataset: str, base: str) -> bool:
     return base in dn_only(params, dataset)
 
 
+def stage_name(params: dict[str, Any], stage: str, dataset: str, variant: str) -> str:
+    """The DVC stage that runs `stage` (train, evaluate) of `<base>-<mode>` on `dataset`, as dvc.yaml
+    names it (train_dn_mtl_aqa@musdl-dn); `stage@variant` for a dataset the pipeline does not know."""
+    from aqa.data.datasets import DATASETS, dvc_stage
+
+    if dataset not in DATASETS:
+        return f"{stage}@{variant}"
+    return f"{dvc_stage(stage, dataset, is_dn_only(params, dataset, variant.rsplit('-', 1)[0]))}@{variant}"
+
+
 def variant_seeds(params: dict[str, Any], base: str) -> list[int]:
     """The seeds `base` trains and is evaluated with: its own `train.seeds`, else params.train.seeds."""
     own = (params["train"]["variants"].get(base, {}).get("train") or {}).get("seeds")

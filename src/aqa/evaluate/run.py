@@ -39,7 +39,7 @@ from aqa.train.run import (VariantSpec, dataset_name, load_data, parse_variant, 
                            variant_cache_keys)
 from aqa.train.mlflow_model import register_best, registered_name
 from aqa.train.tracking import ROLE, Tracker, source_tags
-from aqa.trained import variant_seeds
+from aqa.trained import stage_name, variant_seeds
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
             overlays = [] if res.masks is None else overlay_pngs(
                 frames[:len(res.masks)], res.masks, data.dives["key"].to_numpy()[test_rows][:len(res.masks)], tmp)
             _track(tracker, spec.name, seed, entry, gt_seeds[-1] if res.gt is not None else None, pred_path,
-                   read_run_info(seed_dir).get("mlflow_run_id"), eval_cfg, data, source, overlays)
+                   read_run_info(seed_dir).get("mlflow_run_id"), eval_cfg, data, source, overlays,
+                   stage=stage_name(params, "evaluate", dataset, spec.name))
         log.info("%s seed %d: honest rho %.4f, paper rho %.4f", variant, seed, entry["honest"]["rho"],
                  entry["paper"].get("rho", float("nan")))
     result = {
@@ -310,12 +311,13 @@ def _protocol_frames(data: DiveData, rows: np.ndarray, features_dir: str | Path,
 
 def _track(tracker: Tracker, variant: str, seed: int, entry: dict[str, Any], gt: dict[str, Any] | None,
            pred_path: Path, train_run_id: str | None, eval_cfg: dict[str, Any], data: DiveData,
-           source: dict[str, str], overlays: list[Path] = ()) -> None:
+           source: dict[str, str], overlays: list[Path] = (), stage: str | None = None) -> None:
     """The seed's evaluation run, nested under its training run (its id from the side file
     run.json); re-evaluating updates that run (found by its tags) rather than adding one.
-    `overlays`: PNGs of SAP's predicted masks over test frames (FineParser), under mask_overlays/."""
+    `overlays`: PNGs of SAP's predicted masks over test frames (FineParser), under mask_overlays/.
+    `stage`: the DVC stage that runs it (aqa.trained.stage_name), tagged dvc_stage."""
     key = {ROLE: "evaluation", "variant": variant, "seed": str(seed)}
-    tags = {"dvc_stage": f"evaluate@{variant}", "feature_fingerprint": data.fingerprint,
+    tags = {"dvc_stage": stage or f"evaluate@{variant}", "feature_fingerprint": data.fingerprint,
             "annotations_sha256": data.annotations_digest, "protocol": "honest+paper", **source}
     run_id = tracker.reuse_or_start(f"{variant}-seed{seed}-eval", key=key, tags=tags, parent_run_id=train_run_id,
                                     params={"evaluate": eval_cfg, "variant": variant})

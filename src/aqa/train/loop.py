@@ -340,6 +340,7 @@ def _open_run(run: SeedRun, config: dict[str, Any], data: DiveData, tracker: Tra
     """Start (or continue, when `info` names one) the seed's MLflow run, a child of the variant's
     run; record it in run.json before the first epoch, so that a killed job's resume finds it."""
     info["git_commit"] = git_commit()
+    # train_variant names the real DVC stage in run.tags (train_dn@fineparser-dn; aqa.trained.stage_name)
     tags = {"dvc_stage": f"train@{run.variant}", "feature_fingerprint": data.fingerprint,
             "annotations_sha256": data.annotations_digest, "variant": run.variant, "seed": str(run.seed),
             "method": run.method, "exemplar_mode": run.mode, **run.tags}

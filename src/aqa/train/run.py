@@ -18,6 +18,7 @@ from aqa.train import distributed
 from aqa.train.checkpoint import ensure_writable
 from aqa.train.data import DiveData, load_dive_data, split_validation
 from aqa.train.loop import SeedRun, resolve_device, train_seed
+from aqa.trained import stage_name
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str |
     out = {}
     for seed in train_cfg["seeds"]:
         run = seed_run(spec, params, seed, data, pool)
+        run.tags["dvc_stage"] = stage_name(params, "train", dataset_name(dives_parquet), variant)
         if ranks.distributed:
             run.tags["processes"] = str(ranks.world_size)
         out[seed] = train_seed(run, data, pool, val, test, Path(out_dir) / f"seed{seed}", tracker,
