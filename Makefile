@@ -15,9 +15,12 @@ venv: $(STAMP)
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
-	$(BIN)/pip install --quiet --no-deps -r requirements-test.txt
+	$(BIN)/pip install --quiet --no-compile -r requirements.txt
+	$(BIN)/pip install --quiet --no-compile --no-deps -r requirements-test.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	# pip byte-compiles serially; compileall does the same .pyc in one process per core (docs/BENCHMARKS.md).
+	# Not optional: with PYTHONDONTWRITEBYTECODE set, no process would ever write them.
+	$(BIN)/python -m compileall -q -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
 	touch $(STAMP)
 

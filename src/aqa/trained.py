@@ -2,7 +2,8 @@
 
 A variant of `datasets.variants.<dataset>` trains in every mode of `train.exemplar_modes`; one of
 `datasets.dn_only.<dataset>` trains w/ DN only (FineParser: its code draws exemplars of the same
-dive number, and its paper has that one setting). A DVC matrix cannot leave combinations out, so
+dive number, and its paper has that one setting; MUSDL, whose modes are the same model:
+SAME_MODEL_METHODS). A DVC matrix cannot leave combinations out, so
 the dn-only variants have DVC groups of their own (train_dn@<variant>-dn; aqa.data.datasets.dvc_stage).
 A variant's seeds are `train.variants.<variant>.train.seeds`, else `train.seeds`.
 Plain Python (no torch): the Snakefile and the report import it.
@@ -13,6 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 DN = "dn"   # the one mode of a dn-only variant
+NODN = "nodn"
+# Methods whose exemplar mode changes nothing (direct scoring, and aqa.models.registry.variant_settings
+# gives both modes the same config): MUSDL always assembles judge scores x DD (docs/METHODS.md D2). In
+# datasets.dn_only they train once, and the report shows that model in the w/o DN columns too.
+SAME_MODEL_METHODS = frozenset({"musdl"})
 
 
 def dn_only(params: dict[str, Any], dataset: str) -> list[str]:
@@ -48,6 +54,12 @@ def stage_name(params: dict[str, Any], stage: str, dataset: str, variant: str) -
     if dataset not in DATASETS:
         return f"{stage}@{variant}"
     return f"{dvc_stage(stage, dataset, is_dn_only(params, dataset, variant.rsplit('-', 1)[0]))}@{variant}"
+
+
+def same_model_in_both_modes(params: dict[str, Any], dataset: str) -> list[str]:
+    """The dn-only variants on `dataset` whose w/o DN model would be their w/ DN one (SAME_MODEL_METHODS)."""
+    return [base for base in dn_only(params, dataset)
+            if params["train"]["variants"][base]["method"] in SAME_MODEL_METHODS]
 
 
 def variant_seeds(params: dict[str, Any], base: str) -> list[int]:

@@ -24,7 +24,6 @@ sums, differentiable through torch.distributed.nn), the same code on gloo (CPU) 
 from __future__ import annotations
 
 import torch
-import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
@@ -65,6 +64,10 @@ class PairBatchNorm1d(nn.BatchNorm1d):
     def _synced(self, groups: list[torch.Tensor], factor: float) -> list[torch.Tensor]:
         """Each group's statistics over every process's rows of that group (two all-reduces for
         all groups: the sums give the means, then the squared deviations the variances)."""
+        # here, not at the top: torch.distributed.nn costs every train / evaluate process ~0.15 s to import
+        # (its RPC templates), and only a torchrun job with synced BatchNorm reaches this line
+        import torch.distributed.nn.functional as dist_fn
+
         dims = [0, *range(2, groups[0].dim())]                    # all but the channel dim
         xs = [g.float() for g in groups]                          # statistics in fp32
         counts = torch.tensor([[g.numel() / g.shape[1]] for g in xs], device=xs[0].device)  # (G, 1)

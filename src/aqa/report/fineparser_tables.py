@@ -32,7 +32,8 @@ from aqa.report.published import (
     Published,
     PublishedMasks,
 )
-from aqa.report.tables import NA, NOT_RUN, ReportError, Table, honest_text, ours, seeds_text
+from aqa.report.tables import (NA, NOT_RUN, SAME_MODEL, SAME_MODEL_OF, ReportError, Table, honest_text, ours,
+                               same_model_note, seeds_text)
 from aqa.trained import listed
 
 MODES = (("dn", "w/ DN"), ("nodn", "w/o DN"))
@@ -111,7 +112,8 @@ def ours_cell(result: dict | None, protocol: str, key: str) -> str:
     if found is None:
         return NA
     scale = 100.0 if key in PERCENT else 1.0
-    return f"{_number(key, found[0] * scale)} ± {_number(key, found[1] * scale)}"
+    same = f" {SAME_MODEL}" if result.get(SAME_MODEL_OF) else ""   # the w/ DN model's (tables.with_same_model_modes)
+    return f"{_number(key, found[0] * scale)} ± {_number(key, found[1] * scale)}{same}"
 
 
 def published_cells(pub: Published | None, masks: PublishedMasks | None, keys: tuple[str, ...]) -> list[str]:
@@ -247,6 +249,7 @@ def table1(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
     notes = (MASK_NOTE + " TSA's published row is FineParser's re-run (FineDiving's Table 2 has 0.9203 / "
              "0.3420 w/ DN). The trivial references are scored exactly as SAP (the floor on stand-in "
              "masks).")
+    notes = " ".join(filter(None, (notes, same_model_note(params, FINEDIVING_DATA))))
     name = "fineparser_table1"
     return Table(name, _caption(TITLES[name], used, params, FINEDIVING_DATA, PUB.format(n=1), notes),
                  _header("Method", keys), rows)
@@ -268,6 +271,7 @@ def table2(mtl_metrics: dict[str, dict], params: dict[str, Any]) -> Table:
         rows += _ours_rows(label, results, keys, MTL_MODES)
     notes = ("R-l2 x 100; /: not reported by the paper (shown –). I3D+MLP is not in FineParser's Table 2: "
              "no published number beside it.")
+    notes = " ".join(filter(None, (notes, same_model_note(params, MTL_AQA, "w/o DD"))))
     name = "fineparser_table2"
     published = "Xu et al., CVPR 2024 (FineParser), Table 2, on the real MTL-AQA videos"
     return Table(name, _caption(TITLES[name], used, params, MTL_AQA, published, notes), _header("Method", keys), rows)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aqa.data.datasets import MTL_AQA, dataset_spec
 from aqa.report.published import FINEPARSER_MTL_AQA, Published
-from aqa.report.tables import PROTOCOLS, Table, both_protocols, ours_cell, published_cell, seeds_text
+from aqa.report.tables import PROTOCOLS, Table, both_protocols, ours_cell, published_cell, same_model_note, seeds_text
 from aqa.trained import listed
 
 NAME = "mtl_aqa"
@@ -81,7 +81,8 @@ def _caption(used: list[dict], params: dict[str, Any]) -> str:
             "exemplar mode nodn, w/ DD = ours in mode dn (exemplars of the same dive number; "
             f"docs/METHODS.md). {SOURCES}. R-l2 x 100. "
             "not run: params.yaml does not train that variant on MTL-AQA (datasets.variants.mtl_aqa); "
-            "not applicable: the method needs annotations MTL-AQA lacks; –: not reported.")
+            "not applicable: the method needs annotations MTL-AQA lacks; –: not reported."
+            + (" " + same_model_note(params, MTL_AQA, "w/o DD")).rstrip())
 
 
 def mtl_aqa_table(metrics: dict[str, dict], params: dict[str, Any]) -> Table:

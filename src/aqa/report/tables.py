@@ -26,7 +26,7 @@ from typing import Any
 
 from aqa.data.datasets import FINEDIVING as FINEDIVING_DATA
 from aqa.data.datasets import MTL_AQA, dvc_stage
-from aqa.trained import is_dn_only, trained_pairs
+from aqa.trained import DN, NODN, is_dn_only, same_model_in_both_modes, trained_pairs
 from aqa.errors import AqaError
 from aqa.io import write_text_atomic
 from aqa.provenance import changed_inputs, evaluate_params, flatten, sha256_json
@@ -35,6 +35,8 @@ from aqa.report.published import FINEDIVING, FINEDIVING_EXEMPLARS, Published
 log = logging.getLogger(__name__)
 
 NOT_RUN = "not run"
+SAME_MODEL = "(same model)"   # after a cell whose numbers are the other mode's model (with_same_model_modes)
+SAME_MODEL_OF = "same_model_as"   # the key marking such a result: the variant it repeats
 NA = "–"  # not applicable / not reported
 MODES = (("nodn", "w/o DN"), ("dn", "w/ DN"))
 PROTOCOLS = (("paper", "ours, paper protocol"), ("honest", "ours, honest"))
@@ -45,7 +47,7 @@ TABLE2_NOTES = (
     "The paper defines w/o DN and w/ DN by the exemplars only; for the baselines (docs/METHODS.md, "
     "BASELINES.md D2): USDL and I3D+MLP w/o DN regress the raw score, w/ DN the execution part "
     "score / DD times the dive's DD; MUSDL always assembles its predicted judge scores times the DD, "
-    "so its two columns are the same model trained twice; CoRe w/o DN compares raw scores with any "
+    "so its two columns are the same model{musdl}; CoRe w/o DN compares raw scores with any "
     "exemplar, w/ DN score / DD with exemplars of the same dive number. "
     "I3D+MLP is not in Xu et al. 2022 (FineParser's Table 1 lists it on FineDiving-HM, another "
     "setting): no published number beside it.")
@@ -171,6 +173,28 @@ def ours(metrics: dict[str, dict], method: str, mode: str) -> dict | None:
     return found
 
 
+def with_same_model_modes(metrics: dict[str, dict], params: dict[str, Any], dataset: str) -> dict[str, dict]:
+    """`metrics` plus a w/o DN result for every dn-only variant whose modes are the same model
+    (aqa.trained.SAME_MODEL_METHODS: MUSDL, trained once): its w/ DN model's, marked SAME_MODEL_OF,
+    so that its cells say SAME_MODEL. Only when params train mode nodn at all."""
+    out = dict(metrics)
+    if NODN not in params["train"]["exemplar_modes"]:
+        return out
+    for base in same_model_in_both_modes(params, dataset):
+        if f"{base}-{DN}" in metrics:
+            out[f"{base}-{NODN}"] = {**metrics[f"{base}-{DN}"], SAME_MODEL_OF: f"{base}-{DN}"}
+    return out
+
+
+def same_model_note(params: dict[str, Any], dataset: str, other: str = "w/o DN") -> str:
+    """The caption's sentence for SAME_MODEL cells ("" when the params have none)."""
+    if NODN not in params["train"]["exemplar_modes"] or not same_model_in_both_modes(params, dataset):
+        return ""
+    return (f"{SAME_MODEL}: a method whose exemplar mode changes nothing (MUSDL, docs/METHODS.md D2) is "
+            f"trained once, w/ DN (params datasets.dn_only.{dataset}); its {other} cells repeat that model's "
+            "numbers.")
+
+
 # --------------------------------------------------------------------------- cells
 
 
@@ -193,7 +217,7 @@ def ours_cell(result: dict | None, protocol: str, key: str) -> str:
         return NA
     scale = 100.0 if key in PERCENT else 1.0
     mean, std = summary["mean"] * scale, (summary.get("std") or 0.0) * scale
-    return f"{_number(key, mean)} ± {_number(key, std)}"
+    return f"{_number(key, mean)} ± {_number(key, std)}" + (f" {SAME_MODEL}" if result.get(SAME_MODEL_OF) else "")
 
 
 # --------------------------------------------------------------------------- tables
@@ -265,7 +289,10 @@ def _method_table(name: str, methods, keys: tuple[str, ...], metrics, params) ->
 
 def table2(metrics: dict[str, dict], params: dict[str, Any]) -> Table:
     table = _method_table("finediving_table2", TABLE2_ROWS, ("rho", "rl2_x100"), metrics, params)
-    table.caption += " " + TABLE2_NOTES + " " + backbone_note(params)
+    once = "musdl" in same_model_in_both_modes(params, FINEDIVING_DATA)
+    notes = TABLE2_NOTES.format(musdl=", trained once" if once else " trained twice")
+    table.caption += " " + " ".join(filter(None, (notes, same_model_note(params, FINEDIVING_DATA),
+                                                  backbone_note(params))))
     return table
 
 
@@ -373,7 +400,8 @@ def make_report(*, metrics_dir: Path, tables_dir: Path, params: dict[str, Any]) 
     check_table4_variant(params)
     metrics = load_metrics(Path(metrics_dir) / FINEDIVING_DATA, params)
     log.info("make_report: %d metrics file(s): %s", len(metrics), ", ".join(sorted(metrics)))
-    mtl_metrics = load_metrics(Path(metrics_dir) / MTL_AQA, params, MTL_AQA)
+    metrics = with_same_model_modes(metrics, params, FINEDIVING_DATA)
+    mtl_metrics = with_same_model_modes(load_metrics(Path(metrics_dir) / MTL_AQA, params, MTL_AQA), params, MTL_AQA)
     tables = [table2(metrics, params), table3(metrics, params), table4(metrics, params),
               mtl_aqa_table(mtl_metrics, params)] + fineparser_tables(metrics, mtl_metrics, params)
     for table in tables:

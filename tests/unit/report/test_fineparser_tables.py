@@ -438,7 +438,8 @@ def test_the_default_layout_fineparser_w_dn_only_with_its_own_seeds(tmp_path, re
     p = copy.deepcopy(repo_params)
     p["datasets"]["variants"] = {"finediving": ["tsa"], "mtl_aqa": []}
     p["make_report"]["exemplar_counts"] = [10]
-    assert p["datasets"]["dn_only"]["finediving"] == ["fineparser"] and p["train"]["seeds"] == [0, 1, 2]
+    assert "fineparser" in p["datasets"]["dn_only"]["finediving"] and p["train"]["seeds"] == [0, 1, 2]
+    p["datasets"]["dn_only"] = {"finediving": ["fineparser"], "mtl_aqa": []}   # MUSDL's: test_same_model_cells
     root = tmp_path / "metrics"
     (root / "finediving").mkdir(parents=True)
     (root / "mtl_aqa").mkdir()
