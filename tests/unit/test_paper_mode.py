@@ -87,6 +87,7 @@ def test_dvc_reads_the_set_param_arguments_back_as_the_merged_params(tmp_path, r
 
     p = copy.deepcopy(repo_params)
     p["datasets"]["variants"]["mtl_aqa"] = []      # so that datasets.run may drop MTL-AQA
+    p["datasets"]["dn_only"]["mtl_aqa"] = []
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(p, sort_keys=False))
     sets = [parse_set(s) for s in ("train.lr=1.0e-5", "train.weight_decay=2.5e-07", "train.seeds=[3, 4]",
@@ -148,9 +149,9 @@ def test_the_fineparser_overlay_adds_fineparser_to_the_default_through_dvc(tmp_p
     from aqa.trained import trained_names, variant_seeds
 
     overrides, merged = resolve(repo_params, read_overlay(REPO / "params" / "fineparser.yaml"), [])
-    assert repo_params["datasets"]["dn_only"]["finediving"] == ["fineparser"]   # the default's FineParser
+    assert repo_params["datasets"]["dn_only"]["finediving"] == ["musdl", "fineparser"]   # the default's FineParser
     ablations = ["fp_table3_a", "fp_table3_b", "fp_table3_c", "fp_table3_d", "fp_sve2", "fp_sve8"]
-    assert merged["datasets"]["dn_only"]["finediving"] == ["fineparser", *ablations]
+    assert merged["datasets"]["dn_only"]["finediving"] == ["musdl", "fineparser", *ablations]   # MUSDL kept
     assert merged["datasets"]["variants"] == repo_params["datasets"]["variants"]
     names = trained_names(merged, "finediving")
     assert all(f"{v}-dn" in names and f"{v}-nodn" not in names for v in ablations)

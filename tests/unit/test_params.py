@@ -292,6 +292,7 @@ def test_dataset_variant_lists_name_defined_variants_of_running_datasets(repo_pa
     assert ("datasets.variants.mtl_aqa lists ['fr'] but mtl_aqa is not in datasets.run ['finediving']: add it "
             "to run, or list no variants ([])") in _refused(p)
     p["datasets"]["variants"]["mtl_aqa"] = []
+    p["datasets"]["dn_only"]["mtl_aqa"] = []
     validate_params(p)  # FineDiving alone
 
 
@@ -407,12 +408,15 @@ def test_the_default_trains_fineparsers_main_model_with_dn_only_two_seeds_two_ep
     """The built-in default's FineParser (issue 9's budget): the main model alone, w/ DN, its own seeds."""
     from aqa.trained import trained_names, variant_seeds
 
-    assert repo_params["datasets"]["dn_only"] == {"finediving": ["fineparser"], "mtl_aqa": []}
+    # MUSDL too: its modes are the same model, trained once (docs/METHODS.md D2; tests/unit/report/test_same_model_cells.py)
+    assert repo_params["datasets"]["dn_only"] == {"finediving": ["musdl", "fineparser"], "mtl_aqa": ["musdl"]}
     assert repo_params["extract_features"]["fineparser"]["finediving"] is True
     assert repo_params["train"]["variants"]["fineparser"] == {"method": "fineparser",
                                                               "train": {"epochs": 2, "seeds": [0, 1]}}
     names = trained_names(repo_params, "finediving")
     assert "fineparser-dn" in names and "fineparser-nodn" not in names
+    assert "musdl-dn" in names and "musdl-nodn" not in names
+    assert "musdl-dn" in trained_names(repo_params, "mtl_aqa") and "musdl-nodn" not in trained_names(repo_params, "mtl_aqa")
     assert not [n for n in names if n.startswith("fp_")]                 # the ablations: defined, not listed
     assert variant_seeds(repo_params, "fineparser") == [0, 1]
     assert variant_seeds(repo_params, "tsa") == repo_params["train"]["seeds"] == [0, 1, 2]
@@ -425,7 +429,7 @@ def test_dn_only_lists_are_checked(repo_params):
             "of them") in _refused(p)
     p = copy.deepcopy(repo_params)
     p["train"]["exemplar_modes"] = ["nodn"]
-    assert ("datasets.dn_only.finediving lists ['fineparser'] but train.exemplar_modes ['nodn'] has no dn: add dn, "
+    assert ("datasets.dn_only.finediving lists ['musdl', 'fineparser'] but train.exemplar_modes ['nodn'] has no dn: add dn, "
             "or list them in datasets.variants.finediving") in _refused(p)
     p = copy.deepcopy(repo_params)
     p["datasets"]["dn_only"]["finediving"].append("fp_typo")
@@ -433,7 +437,7 @@ def test_dn_only_lists_are_checked(repo_params):
     p = copy.deepcopy(repo_params)
     p["datasets"]["run"] = ["mtl_aqa"]
     p["datasets"]["variants"]["finediving"] = []
-    assert ("datasets.dn_only.finediving lists ['fineparser'] but finediving is not in datasets.run ['mtl_aqa']"
+    assert ("datasets.dn_only.finediving lists ['musdl', 'fineparser'] but finediving is not in datasets.run ['mtl_aqa']"
             in _refused(p))
     p = copy.deepcopy(repo_params)
     del p["datasets"]["dn_only"]
