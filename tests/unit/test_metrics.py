@@ -54,3 +54,42 @@ def test_aiou_thresholds():
     assert aiou(pred[:1], true[:1], thresholds=(1.0,)) == {1.0: 1.0}
     # a single pair may be given as (2,)
     assert aiou([20, 60], [10, 50])[0.5] == 1.0
+
+
+def _scipy_rho(pred, true):
+    from scipy import stats   # the oracle: what regression_metrics called before (scipy stays a dependency)
+
+    return float(stats.spearmanr(pred, true)[0])
+
+
+def test_spearman_rho_is_scipys_bit_for_bit():
+    """On the reference predictions, on scores with many ties (judges' half points, rounded
+    predictions), on sizes 2..200 and on the default's real metrics inputs' kind (float64 scores)."""
+    from aqa.metrics import average_ranks, spearman_rho
+    from scipy import stats
+
+    folder = shared_path("reference", "TSA_FineDiving_test")
+    pred, true = np.load(folder / "pred.npy").astype(np.float64), np.load(folder / "true.npy").astype(np.float64)
+    assert spearman_rho(pred, true) == _scipy_rho(pred, true)
+    rng = np.random.default_rng(0)
+    for n in [2, 3, 5, 17, 60, 200] * 50:
+        a = rng.normal(60, 15, n)
+        b = a + rng.normal(0, rng.uniform(1, 40), n)
+        if rng.uniform() < 0.5:   # ties: half-point grid, as judges' scores
+            a, b = np.round(a * 2) / 2, np.round(b / 5) * 5
+        if np.ptp(a) == 0 or np.ptp(b) == 0:
+            continue
+        assert spearman_rho(a, b) == _scipy_rho(a, b)                  # == : bit for bit
+        assert np.array_equal(average_ranks(b), stats.rankdata(b))
+    m = regression_metrics(np.array([1.0, np.nan, 3.0]), np.array([1.0, 2.0, 3.0]))
+    assert np.isnan(m["rho"])                                          # scipy's nan_policy propagate
+
+
+def test_train_and_evaluate_do_not_import_scipy_stats():
+    """The point of spearman_rho: a train / evaluate process starts without scipy.stats (~0.5 s)."""
+    import subprocess
+    import sys
+
+    code = "import sys, aqa.train.run, aqa.evaluate.run, aqa.cli; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
