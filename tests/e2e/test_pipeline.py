@@ -73,8 +73,9 @@ def project(tmp_path, tiny_params) -> Path:
                               "musdl": {"method": "musdl", "train": {"lr": 1e-4}}}
     p["train"]["exemplar_modes"] = ["dn"]
     p["datasets"] = {"run": ["finediving", "mtl_aqa"], "variants": {"finediving": ["fr", "tsa", "core", "musdl"],
-                                                                   "mtl_aqa": ["fr", "musdl"]}}
-    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": []}
+                                                                   "mtl_aqa": ["fr"]}}
+    # MUSDL on MTL-AQA as the default trains it: dn-only, through the train_dn_mtl_aqa / evaluate_dn_mtl_aqa groups
+    p["datasets"]["dn_only"] = {"finediving": [], "mtl_aqa": ["musdl"]}
     return commit_project(root, p, "tiny pipeline")
 
 
@@ -104,6 +105,8 @@ def test_dvc_repro_runs_the_dag_then_does_nothing(project):
     assert "| F+R | ours, honest |" in mtl_table and "| TSA | ours: not applicable (needs step labels" in mtl_table
     assert (project / "data/raw/mtl_aqa/annotations/final_annotations_dict_with_dive_number.pkl").is_file()
     assert (project / "dvc.lock").exists()
+    lock = (project / "dvc.lock").read_text()
+    assert "train_dn_mtl_aqa@musdl-dn:" in lock and "evaluate_dn_mtl_aqa@musdl-dn:" in lock
 
     again = _run([dvc, "repro"], project)
     assert "Running stage" not in again, again
