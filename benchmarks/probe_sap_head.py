@@ -53,7 +53,7 @@ def to_frames(coarse: torch.Tensor, up) -> torch.Tensor:
     return torch.sigmoid(snippets_to_frames(fine[None], STARTS, FRAMES))[0]
 
 
-def ceiling(data, test) -> None:
+def ceiling(data, test, fit_dives: int, fit_steps: int) -> None:
     up = upsampler().requires_grad_(False)
     gts, pooled = [], []
     for r in test:
@@ -74,18 +74,25 @@ def ceiling(data, test) -> None:
             s = score([to_frames(k * torch.logit(p.clamp(1e-3, 1 - 1e-3)) / 7, up).numpy() for p in pooled], gts)
             print(f"ceiling, logits k*logit(p)/7, k={k}: {line(s)}")
     fitted = []
-    for p, g in zip(pooled, gts):
+    for p, g in list(zip(pooled, gts))[:fit_dives]:   # the upsample's backward is slow on CPU: a subset
         x = torch.logit(p.clamp(0.02, 0.98)).div(2).clone().requires_grad_(True)
         target = frames_to_snippets(torch.from_numpy(g)[None], STARTS, LENGTH)   # (1, 9, 16, H, W)
-        opt = torch.optim.Adam([x], lr=0.1)
-        for _ in range(150):
+        opt = torch.optim.Adam([x], lr=0.2)
+        for _ in range(fit_steps):
             opt.zero_grad()
             loss = mask_loss([up(x[:, None])[None]], target)
             loss.backward()
             opt.step()
         with torch.no_grad():
             fitted.append(to_frames(x, up).numpy())
-    print(f"ceiling, coarse logits fitted to the focal loss per dive: {line(score(fitted, gts))}")
+    print(f"ceiling, coarse logits fitted to the focal loss ({fit_steps} Adam steps) on the first "
+          f"{len(fitted)} test dives: {line(score(fitted, gts[:len(fitted)]))}")
+    with torch.no_grad():
+        s = score([to_frames(10 * torch.logit(p.clamp(1e-3, 1 - 1e-3)) / 7, up).numpy() for p in pooled[:fit_dives]],
+                  gts[:fit_dives])
+    print(f"  the same dives, logits 10*logit(p)/7: {line(s)}")
+    zeros = [np.zeros(g.shape) for g in gts[:fit_dives]]
+    print(f"  the same dives, all background: {line(score(zeros, gts[:fit_dives]))}")
 
 
 def train(data, pool, test, args) -> None:
@@ -131,7 +138,8 @@ def train(data, pool, test, args) -> None:
         with torch.no_grad():
             fg, bg = logits[:, 0][target].mean(), logits[:, 0][~target].mean()
         if step in (1, 2, 5, 10) or step % 6 == 0:
-            moved = {n: float((p - start[n]).norm() / (start[n].norm() + 1e-12)) for n, p in head.named_parameters()}
+            moved = {n: float((p.detach() - start[n]).norm() / start[n].norm()) for n, p in head.named_parameters()
+                     if n != "score_dsn.bias"}   # the bias starts at 0: printed as its value
             print(f"step {step:3d} loss {float(loss):.4f} logit fg {float(fg):+.3f} bg {float(bg):+.3f} "
                   f"gap {float(fg - bg):.3f}; bias {float(head.score_dsn.bias):+.4f}; rel. change "
                   + " ".join(f"{n.split('.')[0]} {v:.2f}" for n, v in moved.items()), flush=True)
@@ -152,6 +160,8 @@ def main() -> None:
     ap.add_argument("--bias-prior", type=float, default=None)
     ap.add_argument("--side-std", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fit-dives", type=int, default=12)
+    ap.add_argument("--fit-steps", type=int, default=60)
     args = ap.parse_args()
     torch.set_num_threads(1)
     root = args.project
@@ -160,7 +170,10 @@ def main() -> None:
                           cache_keys=("mixed4f", "masks"))
     pool, _, test = split_rows(data, {"validation_fraction": 0.2, "validation_seed": 0})
     print(f"pool {len(pool)} dives, test {len(test)}")
-    ceiling(data, test) if args.what == "ceiling" else train(data, pool, test, args)
+    if args.what == "ceiling":
+        ceiling(data, test, args.fit_dives, args.fit_steps)
+    else:
+        train(data, pool, test, args)
 
 
 if __name__ == "__main__":
