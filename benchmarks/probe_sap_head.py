@@ -141,7 +141,7 @@ def train(data, pool, test, args) -> None:
             moved = {n: float((p.detach() - start[n]).norm() / start[n].norm()) for n, p in head.named_parameters()
                      if n != "score_dsn.bias"}   # the bias starts at 0: printed as its value
             print(f"step {step:3d} loss {float(loss):.4f} logit fg {float(fg):+.3f} bg {float(bg):+.3f} "
-                  f"gap {float(fg - bg):.3f}; bias {float(head.score_dsn.bias):+.4f}; rel. change "
+                  f"gap {float(fg - bg):.3f}; bias {float(head.score_dsn.bias.detach()):+.4f}; rel. change "
                   + " ".join(f"{n.split('.')[0]} {v:.2f}" for n, v in moved.items()), flush=True)
         if step % args.epoch_steps == 0:
             evaluate(f"{step} steps ({time.time() - t0:.0f} s)")
