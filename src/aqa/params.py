@@ -378,6 +378,10 @@ def _variant_errors(where: str, variant: dict[str, Any], snippets: int, scale: i
             unknown = sorted(set(settings[key]) - {f.name for f in fields(cls)})
             if unknown:
                 return [f"{where}.{key}: unknown settings {unknown}"]
+    sap = settings.get("sap") if "sap" in accepted else None
+    mult = sap.get("head_lr_mult", 1.0) if isinstance(sap, dict) else 1.0
+    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
+        return [f"{where}.sap.head_lr_mult: must be a number > 0, got {mult!r}"]
     if "psnet" not in accepted:
         return []
     psnet = PSNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (settings.get("psnet") or {}).items()})

@@ -148,7 +148,15 @@ class FineParserModel(PairwiseModel):
             params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
             if params:
                 out[name] = params
+        if self.sap is not None and self.cfg.sap.head_lr_mult != 1:   # our option: the head apart
+            head = {id(p) for p in self.sap.head_parameters()}
+            out["sap"] = [p for p in out["sap"] if id(p) not in head]
+            out["sap_head"] = [p for p in self.sap.head_parameters() if p.requires_grad]
         return out
+
+    def lr_scales(self) -> dict[str, float]:
+        """Multipliers of train.lr per `lr_groups` name (the groups not named here: 1)."""
+        return {"sap_head": float(self.cfg.sap.head_lr_mult)} if self.sap is not None else {}
 
     # ------------------------------------------------------------------ SAP
 

@@ -60,6 +60,9 @@ class SAPConfig:
     fuse_t2: bool = False     # T2: also the fused output over tap 4's 16-channel upsample
     init_std: float = 1e-3    # N(0, std^2) of the side convs (the code)
     bn_momentum: float = 0.1  # of the trainable BatchNorm (the reference port's PyTorch default)
+    # OUR option, not the code's (docs/METHODS.md D1 "head_lr_mult"): the mask head's (side
+    # branches and fuse) learning rate = train.lr x this; 1 = the code (one lr for all of SAP)
+    head_lr_mult: float = 1.0
 
 
 def bilinear_kernel(k: int) -> torch.Tensor:
@@ -111,6 +114,9 @@ class SAP(nn.Module):
         super().__init__()
         if cfg.tier not in TIERS:
             raise SAPError(f"sap.tier must be one of {TIERS}, got {cfg.tier!r}")
+        if not isinstance(cfg.head_lr_mult, (int, float)) or isinstance(cfg.head_lr_mult, bool) \
+                or not cfg.head_lr_mult > 0:
+            raise SAPError(f"sap.head_lr_mult must be a number > 0, got {cfg.head_lr_mult!r}")
         self.cfg = cfg
         self.from_frames = cfg.tier != "T2"
         if self.from_frames:
@@ -137,6 +143,10 @@ class SAP(nn.Module):
         # 1 once the Kinetics weights are in (saved in checkpoints): a SAP trunk that trains from
         # random weights would be a silent deviation, so the model refuses to run without it
         self.register_buffer("kinetics_loaded", torch.zeros((), dtype=torch.uint8))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The mask head's parameters: the side branches and the fuse conv (not the trunk)."""
+        return [*self.side.parameters(), *(self.fuse.parameters() if self.fuse is not None else ())]
 
     @property
     def num_outputs(self) -> int:

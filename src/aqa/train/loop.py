@@ -95,13 +95,16 @@ def build(config: dict[str, Any], device: torch.device, data: DiveData | None = 
 def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """Adam; lr for the heads, lr_backbone for a backbone with trainable parameters (none when cached).
     A model with `lr_groups()` (FineParser: sap, psnet, sve, finereg; FINEPARSER.md 4.1) has one
-    named group per part at lr, and its remaining trainable heads (if any) in a group "heads"."""
+    named group per part at lr (times its `lr_scales()` entry, if any: FineParser's sap_head with
+    the option sap.head_lr_mult), and its remaining trainable heads (if any) in a group "heads"."""
     backbone = getattr(model, "backbone", None)
     bb = [p for p in backbone.parameters() if p.requires_grad] if backbone is not None else []
     bb_ids = {id(p) for p in bb}
     heads = [p for p in model.parameters() if p.requires_grad and id(p) not in bb_ids]
     named = model.lr_groups() if callable(getattr(model, "lr_groups", None)) else {}
-    groups = [{"params": ps, "lr": train_cfg["lr"], "name": name} for name, ps in named.items()]
+    scales = model.lr_scales() if callable(getattr(model, "lr_scales", None)) else {}
+    groups = [{"params": ps, "lr": train_cfg["lr"] * scales.get(name, 1.0), "name": name}
+              for name, ps in named.items()]
     grouped = {id(p) for ps in named.values() for p in ps}
     rest = [p for p in heads if id(p) not in grouped]
     if rest or not groups:
