@@ -94,10 +94,7 @@ def load_sve_backbone(cfg: dict[str, Any], i3d_state: dict[str, torch.Tensor] | 
     if name == "i3d2d":
         if i3d_state is None:
             raise AdditionsError("extract_features.sve_backbone = i3d2d needs the I3D weights")
-        from aqa.models.sap_pool import use_separable_pools
-
-        # separable pools: the same values bit for bit, without torch's pool and its padded copy
-        return use_separable_pools(SB.i3d2d_from_state_dict(i3d_state, SVE_LAYER).to(device)), ""
+        return SB.i3d2d_from_state_dict(i3d_state, SVE_LAYER).to(device), ""
     if name == "resnet34":
         path = cfg.get("sve_weights_path")
         if not path:

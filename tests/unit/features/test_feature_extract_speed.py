@@ -1,6 +1,7 @@
-"""extract_features' speed-ups compute the same bytes (issue 9, session 18): the frozen I3D and the
-SVE backbone with separable max-pools (aqa.models.sap_pool) give the outputs of torch's pools bit
-for bit under the stage's autocast, and the SVE's frame de-duplication is np.unique's."""
+"""extract_features' speed-ups compute the same bytes (issue 9, session 18): the frozen I3D with
+separable max-pools (aqa.models.sap_pool), the SVE backbone's 2D pools without a padded copy
+(sve_backbone.MaxPool2dSame) give the old outputs bit for bit under the stage's autocast, and the
+SVE's frame de-duplication is np.unique's."""
 
 from __future__ import annotations
 
@@ -9,20 +10,29 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aqa.features import additions as A
 from aqa.features import extract as X
 from aqa.models.i3d import InceptionI3d, MaxPool3dSame
-from aqa.models.sap_pool import SeparableMaxPool2dSame, SeparableMaxPool3dSame
-from aqa.models.sve_backbone import MaxPool2dSame, i3d2d_from_state_dict, normalize_frames
+from aqa.models.sap_pool import SeparableMaxPool3dSame
+from aqa.models.sve_backbone import MaxPool2dSame, _pad2d, normalize_frames
 
 CPU = torch.device("cpu")
 
 
+class PaddedMaxPool2dSame(MaxPool2dSame):
+    """The pool before the speed-up: an explicit -inf padded copy, then torch's pool."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads, _ = _pad2d(x, self.kernel, self.stride)
+        return F.max_pool2d(F.pad(x, pads, value=float("-inf")), self.kernel, self.stride)
+
+
 def _torch_pools(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` with torch's pools back (the code before the speed-up)."""
+    """A copy of `model` with the pools of the code before the speed-up."""
     model = copy.deepcopy(model)
-    back = {SeparableMaxPool3dSame: MaxPool3dSame, SeparableMaxPool2dSame: MaxPool2dSame}
+    back = {SeparableMaxPool3dSame: MaxPool3dSame, MaxPool2dSame: PaddedMaxPool2dSame}
     for m in model.modules():
         if type(m) in back:
             m.__class__ = back[type(m)]
@@ -50,10 +60,10 @@ def test_extraction_i3d_with_separable_pools_gives_the_same_bytes(state, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, X.compute_dtype(CPU, True)])
-def test_sve_backbone_with_separable_pools_gives_the_same_bytes(state, dtype):
+def test_sve_backbone_with_unpadded_pools_gives_the_same_bytes(state, dtype):
     net, _ = A.load_sve_backbone({"sve_backbone": "i3d2d"}, state, CPU)
-    assert sum(type(m) is SeparableMaxPool2dSame for m in net.modules()) == 8    # 3 + 5 Mixed
     old = _torch_pools(net)
+    assert sum(type(m) is PaddedMaxPool2dSame for m in old.modules()) == 8    # 3 + 5 Mixed
     torch.manual_seed(2)
     views = torch.randint(0, 256, (1, 12, 112, 112, 3), dtype=torch.uint8).numpy()
     views[0, 6:] = views[0, :6]                      # repeated frames, as a short dive's
@@ -69,27 +79,26 @@ def test_sve_backbone_with_separable_pools_gives_the_same_bytes(state, dtype):
             x = a
 
 
+# every path: symmetric padding, SAME's end-only padding by ceil_mode (even / odd sizes), and the
+# padded copy where neither fits (a 2 x 2 stride-1 pool pads only at the end but is not ceil_mode's)
 @pytest.mark.parametrize("shape, kernel, stride, channels_last", [
     ((2, 3, 9, 8), (3, 3), (2, 2), False), ((2, 3, 8, 8), (3, 3), (2, 2), True),
-    ((1, 4, 7, 7), (3, 3), (1, 1), True), ((1, 2, 6, 5), (2, 2), (2, 2), False)])
-def test_separable_2d_pool_equals_torch_pool_and_keeps_the_layout(shape, kernel, stride, channels_last):
+    ((1, 4, 7, 7), (3, 3), (1, 1), True), ((1, 2, 6, 5), (2, 2), (2, 2), False),
+    ((1, 2, 5, 6), (2, 2), (1, 1), False), ((1, 2, 7, 9), (3, 3), (3, 3), True),
+    ((1, 2, 1, 1), (3, 3), (2, 2), False)])
+def test_unpadded_2d_pool_equals_the_padded_one(shape, kernel, stride, channels_last):
     torch.manual_seed(3)
     x = torch.randn(shape).clamp_min(0)              # ReLU maps: many ties
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    want = MaxPool2dSame(kernel, stride)(x)
-    got = SeparableMaxPool2dSame(kernel, stride)(x)
-    assert got.shape == want.shape and torch.equal(got, want)
-    assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
-def test_separable_2d_pool_with_a_gradient_is_torch_s():
-    torch.manual_seed(4)
-    x1 = torch.randn(1, 2, 6, 6).clamp_min(0).requires_grad_()
-    x2 = x1.detach().clone().requires_grad_()
-    MaxPool2dSame((3, 3), (2, 2))(x1).sum().backward()
-    SeparableMaxPool2dSame((3, 3), (2, 2))(x2).sum().backward()
-    assert torch.equal(x1.grad, x2.grad)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want = PaddedMaxPool2dSame(kernel, stride)(x1)
+    got = MaxPool2dSame(kernel, stride)(x2)
+    assert got.shape == want.shape and torch.equal(got, want) and got.stride() == want.stride()
+    weights = torch.rand(want.shape)
+    (want * weights).sum().backward()
+    (got * weights).sum().backward()
+    assert torch.equal(x1.grad, x2.grad)             # the same arg-max of each window
 
 
 def test_distinct_frames_are_np_unique_s():
