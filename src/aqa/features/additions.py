@@ -128,8 +128,8 @@ def sve_features(backbone: "torch.nn.Module", views: np.ndarray, device: "torch.
     dtype = dtype or torch.float32
     v, t = views.shape[:2]
     flat = views.reshape(v * t, *views.shape[2:])
-    distinct, inverse = np.unique(flat.reshape(v * t, -1), axis=0, return_inverse=True)
-    frames = torch.from_numpy(distinct.reshape(-1, *views.shape[2:])).permute(0, 3, 1, 2)  # (N, 3, H, W)
+    distinct, inverse = distinct_frames(flat)
+    frames = torch.from_numpy(distinct).permute(0, 3, 1, 2)  # (N, 3, H, W)
     out = []
     for i in range(0, frames.shape[0], batch):
         x = normalize_frames(frames[i:i + batch].to(device), backbone.normalization)
@@ -137,6 +137,20 @@ def sve_features(backbone: "torch.nn.Module", views: np.ndarray, device: "torch.
             out.append(backbone(x).float().mean(dim=(2, 3)).cpu())
     feats = torch.cat(out).numpy()
     return feats[np.asarray(inverse).reshape(-1)].reshape(v, t, -1)
+
+
+def distinct_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct frames in ascending byte order, inverse index): what np.unique(axis=0,
+    return_inverse=True) gives on the flattened uint8 frames (so the backbone sees the same batch),
+    found by hashing each frame's bytes instead of np.unique's sort of whole rows (~0.18 s a dive)."""
+    rows = [frame.tobytes() for frame in frames]
+    order = sorted(set(rows))                    # bytes compare as unsigned bytes, as np.unique's sort
+    index = {row: i for i, row in enumerate(order)}
+    first = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row, i)
+    distinct = frames[[first[row] for row in order]]
+    return distinct, np.array([index[row] for row in rows], dtype=np.intp)
 
 
 # ----------------------------------------------------------------------------- masks

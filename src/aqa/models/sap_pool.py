@@ -1,8 +1,10 @@
-"""A faster max-pool for SAP's T2 trunk where no gradient flows through it (issue 9).
+"""A faster max-pool where no gradient flows through it (issue 9): SAP's T2 trunk and the frozen
+I3D of extract_features.
 
 torch's CPU max_pool3d (with indices) took ~120 ms per (144, 832, 2, 4, 4) pool, three pools per
-SAP pass. A max over a box is the max of maxes along each axis in turn, and a max is exact, so
-the separable version gives the same values bit for bit; it is used only when the input needs no
+SAP pass, and ~43 % of extract_features' bfloat16 I3D pass (~0.29 s a pool of 36 snippets).
+A max over a box is the max of maxes along each axis in turn, and a max is exact, so the
+separable version gives the same values bit for bit; it is used only when the input needs no
 gradient (the cached Mixed_4f input and what follows it before the first trained layer, and every
 pool under no_grad), because the backward of torch's pool routes each gradient to one arg-max
 among ties and that choice is torch's.
@@ -50,8 +52,10 @@ class SeparableMaxPool3dSame(MaxPool3dSame):
         return x
 
 
-def use_separable_pools(module: torch.nn.Module) -> None:
-    """Turn every MaxPool3dSame under `module` into a SeparableMaxPool3dSame (no state to move)."""
+def use_separable_pools(module: torch.nn.Module) -> torch.nn.Module:
+    """Turn every MaxPool3dSame under `module` into a SeparableMaxPool3dSame (no state to move);
+    returns `module`."""
     for m in module.modules():
         if type(m) is MaxPool3dSame:
             m.__class__ = SeparableMaxPool3dSame
+    return module
