@@ -38,7 +38,8 @@ def project_params(tiny_params: dict) -> dict:
     p["train"].update(epochs=2, batch_size=4, seeds=[0, 1], device="cpu", validation_fraction=0.2,
                       variants=copy.deepcopy(VARIANTS))
     p["evaluate"].update(num_exemplars=3, batch_size=8)
-    p["datasets"].update(run=[DATASET], variants={DATASET: list(VARIANTS), "mtl_aqa": []})
+    p["datasets"].update(run=[DATASET], variants={DATASET: list(VARIANTS), "mtl_aqa": []},
+                         dn_only={DATASET: [], "mtl_aqa": []})
     return p
 
 
