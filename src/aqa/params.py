@@ -198,8 +198,12 @@ def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
             variant = defined.get(name, {})
             if variant.get("method") != "fineparser":
                 continue
+            key = "dn_only" if name in params["datasets"]["dn_only"].get(dataset, []) else "variants"
+            if variant_backbone(params, name) == "finetune":
+                problems.append(f"train.variants.{name} (FineParser, in datasets.{key}.{dataset}) with train.backbone "
+                                "= finetune: FineParser has no frames path yet (its batches would lack sve / masks); "
+                                f"set train.variants.{name}.train.backbone: cached")
             if fx["fineparser"].get(dataset) in (False, None):
-                key = "dn_only" if name in params["datasets"]["dn_only"].get(dataset, []) else "variants"
                 problems.append(f"datasets.{key}.{dataset} lists {name} (FineParser) but "
                                 f"extract_features.fineparser.{dataset} is false: its cache would lack "
                                 "mixed4f / sve / masks (set it to true)")
@@ -215,6 +219,12 @@ def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
                                 f"extract_features.sve_backbone = {fx['sve_backbone']}: the cache holds one "
                                 "backbone's features")
     return problems
+
+
+def variant_backbone(params: dict[str, Any], name: str) -> str:
+    """The backbone variant `name` trains with: its own `train.backbone`, else params train.backbone."""
+    own = params["train"]["variants"].get(name, {}).get("train") or {}
+    return own.get("backbone", params["train"]["backbone"])
 
 
 def dataset_errors(params: dict[str, Any]) -> list[str]:

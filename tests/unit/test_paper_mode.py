@@ -42,9 +42,11 @@ def test_the_overlay_sets_the_references_training_on_the_projects_params(repo_pa
                               "train.lr_backbone", "train.weight_decay", "train.prob_tas_threshold",
                               "train.validation_fraction", "train.batchnorm", "evaluate.num_exemplars"} | {
         f"train.variants.{v}.train.epochs" for v in epochs} | {
-        "train.variants.fineparser.train.epochs", "train.variants.fineparser.train.seeds"}
-    # FineParser's main model, whose own epochs and seeds fit the default's budget: its code's 400 and one seed
-    assert train["variants"]["fineparser"]["train"] == {"epochs": 400, "seeds": [0]}
+        "train.variants.fineparser.train.epochs", "train.variants.fineparser.train.seeds",
+        "train.variants.fineparser.train.backbone"}
+    # FineParser's main model, whose own epochs and seeds fit the default's budget: its code's 400 and one
+    # seed, on the cached backbone (it has no frames path: aqa.params refuses it with finetune)
+    assert train["variants"]["fineparser"]["train"] == {"epochs": 400, "seeds": [0], "backbone": "cached"}
 
 
 def test_set_items_win_and_may_add_a_variants_own_setting(repo_params):
@@ -78,6 +80,28 @@ def test_bad_items_are_refused_naming_the_key(repo_params, sets, overlay, messag
     with pytest.raises(OverlayError) as err:
         resolve(repo_params, overlay or read_overlay(OVERLAY), [parse_set(s) for s in sets], "paper.yaml")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fineparser_with_the_fine_tuned_backbone_is_refused_naming_the_keys(repo_params):
+    """FineParser has no frames path (its batches would lack sve / masks): a listed FineParser
+    variant whose backbone is finetune (its own, or params train.backbone's) is refused in one
+    line; one that is not listed, or on the cached backbone, passes."""
+    from aqa.params import ParamsError, validate_params
+
+    with pytest.raises(OverlayError) as err:
+        resolve(repo_params, read_overlay(OVERLAY), [parse_set("train.variants.fineparser.train.backbone=finetune")])
+    message = str(err.value)
+    assert "train.variants.fineparser (FineParser, in datasets.dn_only.finediving) with train.backbone = " \
+           "finetune" in message and "set train.variants.fineparser.train.backbone: cached" in message
+    assert "\n" not in message and message.count("FineParser,") == 1   # the rest of paper mode is fine
+
+    p = copy.deepcopy(repo_params)
+    p["train"]["backbone"] = "finetune"              # params.train's backbone, no variant's own
+    with pytest.raises(ParamsError, match=r"train.variants.fineparser \(FineParser"):
+        validate_params(p)
+    p["train"]["variants"]["fineparser"]["train"]["backbone"] = "cached"
+    p["train"]["variants"]["fp_table3_a"]["train"]["backbone"] = "finetune"   # defined, not listed: trains nowhere
+    validate_params(p)
 
 
 def test_dvc_reads_the_set_param_arguments_back_as_the_merged_params(tmp_path, repo_params):
@@ -126,6 +150,11 @@ def test_the_command_asks_dvc_for_the_fine_tuned_backbone(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("aqa paper: error: params.yaml + params/paper.yaml: train.epochs: 0")
+
+    fp = subprocess.run([str(AQA), "paper", "--dry-run", "-S", "train.variants.fineparser.train.backbone=finetune"],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert fp.returncode == 1 and fp.stderr.count("\n") == 1 and "dvc" not in fp.stdout
+    assert "train.variants.fineparser (FineParser" in fp.stderr and "train.backbone" in fp.stderr
 
     shutil.copy(REPO / "params.yaml", tmp_path / "other.yaml")   # DVC would set params.yaml, not this
     other = subprocess.run([str(AQA), "paper", "--dry-run", "--params", "other.yaml"], cwd=tmp_path,

@@ -226,7 +226,7 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     counts = sorted(set(params["make_report"]["exemplar_counts"]) | {m_main})
     device = resolve_device(params["train"]["device"])
     # with train.backbone finetune: the frames (the fine-tuned I3D's weights are in the checkpoints)
-    data = load_data(params["train"], dives_parquet, features_dir, device, frames_root=frames_root,
+    data = load_data({**params["train"], **spec.train_overrides}, dives_parquet, features_dir, device, frames_root=frames_root,
                      cache_keys=variant_cache_keys(spec, dives_parquet))
     seed_dirs = {seed: models_dir / f"seed{seed}" for seed in variant_seeds(params, spec.base)}
     # every model checked before anything is written

@@ -30,7 +30,7 @@ class VariantError(AqaError):
 # params.train keys a variant may set for itself (`train:` inside its entry; BASELINES.md D6: the
 # sources' lr, weight decay, batch and epochs of each baseline; seeds: FineParser's two in the
 # built-in default's budget, aqa.trained.variant_seeds).
-TRAIN_OVERRIDES = ("seeds", "epochs", "batch_size", "lr", "weight_decay")
+TRAIN_OVERRIDES = ("seeds", "epochs", "batch_size", "lr", "weight_decay", "backbone")
 
 
 @dataclass(frozen=True)
