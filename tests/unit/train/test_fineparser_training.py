@@ -188,9 +188,10 @@ def test_mask_loss_follows_the_datasets_masks(data_dir, tiny_params):
 
 
 def test_a_variants_own_cached_backbone_wins_over_params_finetune(data_dir, tiny_params, tmp_path):
-    """Paper mode's FineParser (params/paper.yaml): params.train.backbone finetune, the variant's own
-    train.backbone cached. It trains and evaluates on the cache (SAP at T2, no I3D in the model),
-    with its own backbone in the checkpoint's config; the frames only feed evaluate's mask references."""
+    """A FineParser variant kept at T2 under params.train.backbone finetune (paper mode with one
+    variant on the cache): its own train.backbone cached. It trains and evaluates on the cache (no
+    I3D in the model), with its own backbone in the checkpoint's config; the frames only feed
+    evaluate's mask references."""
     params = _params(tiny_params, backbone="finetune")
     params["train"]["variants"]["fineparser"]["train"] = {"backbone": "cached"}
     _train(data_dir, params, tmp_path / "m")       # no frames: params' finetune would refuse without them
