@@ -226,6 +226,8 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
 @click.option("--weights", "weights_path", type=EXISTING, default=None,
               help="fetch_i3d's Kinetics I3D (.pt): fine-tuned with train.backbone: finetune; FineParser's "
               "SAP trunk starts from it.")
+@click.option("--masks", "masks_root", type=PATH, default=None,
+              help="Masks root <video>/<idx>/<frame:05d>.jpg (read by FineParser with train.backbone: finetune).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
               "or sqlite:///mlflow.db).")
 @click.option("--work", "work_dir", type=PATH, default=None,
@@ -233,14 +235,14 @@ def extract_features_cmd(params_path, log_file, frames_root, dives_parquet, weig
                    "records), then rename it to --out (the DVC stage: .aqa/work/<out>); default: train in "
                    "--out itself.")
 def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_dir, frames_root, weights_path,
-              tracking_uri, work_dir):
+              masks_root, tracking_uri, work_dir):
     """Train one method variant for every seed in params (resumes from the last checkpoint)."""
     from aqa.train.run import train_variant
 
     params = load_params(params_path)
     train_variant(variant, features_dir=features_dir, dives_parquet=dives_parquet, out_dir=out_dir,
                   params=params, tracking_uri=tracking_uri, frames_root=frames_root, weights_path=weights_path,
-                  work_dir=work_dir)
+                  masks_root=masks_root, work_dir=work_dir)
 
 
 @main.command("evaluate")
@@ -256,9 +258,11 @@ def train_cmd(params_path, log_file, variant, features_dir, dives_parquet, out_d
 @click.option("--frames", "frames_root", type=EXISTING, default=None,
               help="Frames root <video>/<idx>/*.jpg (read with train.backbone: finetune, and for "
               "FineParser's mask references and overlays).")
+@click.option("--masks", "masks_root", type=PATH, default=None,
+              help="Masks root <video>/<idx>/<frame:05d>.jpg (read by FineParser with train.backbone: finetune).")
 @click.option("--tracking-uri", default=None, help="MLflow tracking URI.")
 def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives_parquet, metrics_path,
-                 predictions_dir, frames_root, tracking_uri):
+                 predictions_dir, frames_root, masks_root, tracking_uri):
     """Score the test split (multi-exemplar voting, or each dive's own prediction for the direct
     methods); paper and honest protocols side by side."""
     from aqa.evaluate.run import evaluate_variant
@@ -266,7 +270,7 @@ def evaluate_cmd(params_path, log_file, variant, models_dir, features_dir, dives
     params = load_params(params_path)
     evaluate_variant(variant, models_dir=models_dir, features_dir=features_dir, dives_parquet=dives_parquet,
                      metrics_path=metrics_path, predictions_dir=predictions_dir, params=params,
-                     tracking_uri=tracking_uri, frames_root=frames_root)
+                     tracking_uri=tracking_uri, frames_root=frames_root, masks_root=masks_root)
 
 
 @main.command("make-report")

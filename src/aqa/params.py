@@ -198,8 +198,9 @@ def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
             variant = defined.get(name, {})
             if variant.get("method") != "fineparser":
                 continue
+            key = "dn_only" if name in params["datasets"]["dn_only"].get(dataset, []) else "variants"
+            problems += _tier_errors(params, name, f"train.variants.{name} (FineParser, in datasets.{key}.{dataset})")
             if fx["fineparser"].get(dataset) in (False, None):
-                key = "dn_only" if name in params["datasets"]["dn_only"].get(dataset, []) else "variants"
                 problems.append(f"datasets.{key}.{dataset} lists {name} (FineParser) but "
                                 f"extract_features.fineparser.{dataset} is false: its cache would lack "
                                 "mixed4f / sve / masks (set it to true)")
@@ -215,6 +216,37 @@ def fineparser_variant_errors(params: dict[str, Any]) -> list[str]:
                                 f"extract_features.sve_backbone = {fx['sve_backbone']}: the cache holds one "
                                 "backbone's features")
     return problems
+
+
+def _tier_errors(params: dict[str, Any], name: str, where: str) -> list[str]:
+    """SAP's tier and the backbone go together (docs/METHODS.md D1): T2 reads the cache's Mixed_4f
+    (the frozen I3D's), so cached; T1 reads the frames, which only the finetune path carries; T0
+    (SVE's backbone trains too) is not built."""
+    from aqa.models.fineparser_ablations import ABLATIONS
+
+    variant = params["train"]["variants"][name]
+    settings = {**ABLATIONS.get(variant.get("ablation"), {}), **variant}
+    sap = settings.get("sap") if isinstance(settings.get("sap"), dict) else {}
+    tier, backbone = sap.get("tier", "T2"), variant_backbone(params, name)
+    if not settings.get("use_sap", True):
+        return []
+    if tier == "T0":
+        return [f"{where}: sap.tier T0 is not built (SVE's backbone would train; the model reads the cache's "
+                "SVE features): use T1 (train.backbone finetune) or T2 (cached)"]
+    if tier == "T2" and backbone == "finetune":
+        return [f"{where} with train.backbone = finetune: SAP at tier T2 reads the cache's Mixed_4f of the frozen "
+                f"I3D; set train.variants.{name}.sap.tier: T1 (SAP from the frames) or "
+                f"train.variants.{name}.train.backbone: cached"]
+    if tier == "T1" and backbone != "finetune":
+        return [f"{where}: sap.tier T1 reads the frames, which only train.backbone = finetune loads; set "
+                f"train.variants.{name}.train.backbone: finetune (or sap.tier: T2)"]
+    return []
+
+
+def variant_backbone(params: dict[str, Any], name: str) -> str:
+    """The backbone variant `name` trains with: its own `train.backbone`, else params train.backbone."""
+    own = params["train"]["variants"].get(name, {}).get("train") or {}
+    return own.get("backbone", params["train"]["backbone"])
 
 
 def dataset_errors(params: dict[str, Any]) -> list[str]:

@@ -15,9 +15,7 @@ from mlflow import MlflowClient
 from test_pipeline import BIN, _run, commit_project, pipeline_copy
 
 
-@pytest.fixture()
-def fp_project(tmp_path, tiny_params):
-    root, weights = pipeline_copy(tmp_path)
+def _fp_params(tiny_params, weights):
     p = tiny_params
     p["synthesize_videos"]["finediving"]["dives_per_video"] = 6
     p["extract_features"]["flip_view"] = False
@@ -31,7 +29,26 @@ def fp_project(tmp_path, tiny_params):
                                             "train": {"seeds": [1]}}
     p["datasets"] = {"run": ["finediving"], "variants": {"finediving": [], "mtl_aqa": []},
                      "dn_only": {"finediving": ["fineparser"], "mtl_aqa": []}}
-    return commit_project(root, p, "tiny fineparser pipeline")
+    return p
+
+
+@pytest.fixture()
+def fp_project(tmp_path, tiny_params):
+    root, weights = pipeline_copy(tmp_path)
+    return commit_project(root, _fp_params(tiny_params, weights), "tiny fineparser pipeline")
+
+
+@pytest.fixture()
+def fp_t1_project(tmp_path, tiny_params):
+    """Paper mode's FineParser: train.backbone finetune, SAP at T1, at the small frame protocol."""
+    from frame_helpers import SMALL_PROTOCOL
+
+    root, weights = pipeline_copy(tmp_path)
+    p = _fp_params(tiny_params, weights)
+    p["extract_features"].update(SMALL_PROTOCOL)
+    p["train"]["backbone"] = "finetune"
+    p["train"]["variants"]["fineparser"]["sap"] = {"tier": "T1"}
+    return commit_project(root, p, "tiny fineparser pipeline at T1")
 
 
 def test_fineparser_trains_and_is_evaluated_by_the_stages(fp_project, monkeypatch):
@@ -57,3 +74,16 @@ def test_fineparser_trains_and_is_evaluated_by_the_stages(fp_project, monkeypatc
 
     again = _run([dvc, "repro", "evaluate_dn@fineparser-dn"], fp_project)
     assert "Running stage" not in again, again
+
+
+def test_fineparser_at_t1_fine_tunes_through_the_stages(fp_t1_project):
+    """The rules hand train and evaluate the frames, the weights and the masks: SAP's whole I3D and
+    TAP's I3D train from the frames, the masks of each load follow its augmentation, and the
+    metrics hold the mask metrics."""
+    dvc = str(BIN / "dvc")
+    _run([dvc, "repro", "evaluate_dn@fineparser-dn"], fp_t1_project)
+    metrics = json.loads((fp_t1_project / "reports/metrics/finediving/fineparser-dn.json").read_text())
+    assert {"mask_mae", "mask_fbeta", "mask_smeasure"} <= set(metrics["honest"])
+    ckpt = torch.load(fp_t1_project / "models/finediving/fineparser-dn/seed1/checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["train"]["backbone"] == "finetune" and ckpt["config"]["model_kwargs"]["sap"]["tier"] == "T1"
+    assert "backbone.i3d.conv3d_1a_7x7.conv3d.weight" in ckpt["model"] and "sap.side.1.side_prep.weight" in ckpt["model"]

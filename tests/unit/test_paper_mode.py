@@ -42,14 +42,18 @@ def test_the_overlay_sets_the_references_training_on_the_projects_params(repo_pa
                               "train.lr_backbone", "train.weight_decay", "train.prob_tas_threshold",
                               "train.validation_fraction", "train.batchnorm", "evaluate.num_exemplars"} | {
         f"train.variants.{v}.train.epochs" for v in epochs} | {
-        "train.variants.fineparser.train.epochs", "train.variants.fineparser.train.seeds"}
-    # FineParser's main model, whose own epochs and seeds fit the default's budget: its code's 400 and one seed
+        "train.variants.fineparser.train.epochs", "train.variants.fineparser.train.seeds",
+        "train.variants.fineparser.sap.tier"}
+    # FineParser's main model, whose own epochs and seeds fit the default's budget: its code's 400 and one
+    # seed; its SAP's whole I3D from the frames (tier T1), as the code
     assert train["variants"]["fineparser"]["train"] == {"epochs": 400, "seeds": [0]}
+    assert train["variants"]["fineparser"]["sap"] == {"tier": "T1"}
 
 
 def test_set_items_win_and_may_add_a_variants_own_setting(repo_params):
+    # the cached backbone takes FineParser back to T2 (T1 reads the frames: aqa.params refuses it alone)
     sets = [parse_set(s) for s in ("train.epochs=1", "train.backbone=cached", "train.variants.fr.train.epochs=3",
-                                   "train.lr_backbone=1e-5")]
+                                   "train.lr_backbone=1e-5", "train.variants.fineparser.sap.tier=T2")]
     overrides, merged = resolve(repo_params, read_overlay(OVERLAY), sets)
     assert merged["train"]["epochs"] == 1 and merged["train"]["backbone"] == "cached"
     assert merged["train"]["variants"]["fr"] == {"method": "fr", "train": {"epochs": 3}}
@@ -78,6 +82,37 @@ def test_bad_items_are_refused_naming_the_key(repo_params, sets, overlay, messag
     with pytest.raises(OverlayError) as err:
         resolve(repo_params, overlay or read_overlay(OVERLAY), [parse_set(s) for s in sets], "paper.yaml")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fineparsers_sap_tier_must_fit_its_backbone_naming_the_keys(repo_params):
+    """T2 reads the cache's Mixed_4f (the frozen I3D's): cached only; T1 reads the frames: finetune
+    only; T0 is not built. A variant's own train.backbone wins over params.train's; a variant that
+    is not listed trains nowhere and is not checked; one without SAP (Table 3's C) runs on either."""
+    from aqa.params import ParamsError, validate_params
+
+    with pytest.raises(OverlayError) as err:
+        resolve(repo_params, read_overlay(OVERLAY), [parse_set("train.variants.fineparser.sap.tier=T2")])
+    message = str(err.value)
+    assert "train.variants.fineparser (FineParser, in datasets.dn_only.finediving) with train.backbone = " \
+           "finetune: SAP at tier T2" in message and "set train.variants.fineparser.sap.tier: T1" in message
+    assert "\n" not in message and message.count("FineParser,") == 1   # the rest of paper mode is fine
+
+    p = copy.deepcopy(repo_params)
+    p["train"]["backbone"] = "finetune"              # params.train's backbone, the default's FineParser at T2
+    with pytest.raises(ParamsError, match=r"train.variants.fineparser \(FineParser.*SAP at tier T2"):
+        validate_params(p)
+    p["train"]["variants"]["fineparser"]["train"]["backbone"] = "cached"      # its own backbone wins
+    p["train"]["variants"]["fp_table3_a"]["train"]["backbone"] = "finetune"   # defined, not listed: trains nowhere
+    validate_params(p)
+    p["datasets"]["dn_only"]["finediving"].append("fp_table3_c")              # no SAP: the frames path fits it
+    validate_params(p)
+    p["train"]["variants"]["fineparser"]["sap"] = {"tier": "T1"}              # T1 on the cached backbone
+    with pytest.raises(ParamsError, match=r"sap.tier T1 reads the frames.*train.variants.fineparser.train."
+                                          r"backbone: finetune"):
+        validate_params(p)
+    p["train"]["variants"]["fineparser"]["sap"] = {"tier": "T0"}
+    with pytest.raises(ParamsError, match="sap.tier T0 is not built"):
+        validate_params(p)
 
 
 def test_dvc_reads_the_set_param_arguments_back_as_the_merged_params(tmp_path, repo_params):
@@ -126,6 +161,12 @@ def test_the_command_asks_dvc_for_the_fine_tuned_backbone(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("aqa paper: error: params.yaml + params/paper.yaml: train.epochs: 0")
+
+    assert pairs["+train.variants.fineparser.sap.tier"] == "'T1'"   # FineParser from the frames
+    fp = subprocess.run([str(AQA), "paper", "--dry-run", "-S", "train.variants.fineparser.sap.tier=T2"],
+                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert fp.returncode == 1 and fp.stderr.count("\n") == 1 and "dvc" not in fp.stdout
+    assert "train.variants.fineparser (FineParser" in fp.stderr and "sap.tier: T1" in fp.stderr
 
     shutil.copy(REPO / "params.yaml", tmp_path / "other.yaml")   # DVC would set params.yaml, not this
     other = subprocess.run([str(AQA), "paper", "--dry-run", "--params", "other.yaml"], cwd=tmp_path,

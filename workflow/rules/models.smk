@@ -22,6 +22,7 @@ rule train_variant:
         # read with train.backbone: finetune (the feature cache's frames and weights)
         frames=lambda wildcards: frames_source(wildcards.dataset),
         weights=f"{I3D}/kinetics400_rgb.pt",
+        masks=lambda wildcards: masks_source(wildcards.dataset),   # FineParser's, with train.backbone: finetune
     threads: job_threads(config, "train")
     resources:
         **job_resources(config, "train"),
@@ -30,7 +31,7 @@ rule train_variant:
     shell:
         "aqa train --params {params.file} --log {log} --variant {wildcards.variant}"
         " --features {params.features} --annotations {params.dives} --out {params.out}"
-        " --frames {params.frames} --weights {params.weights} --work {params.work}"
+        " --frames {params.frames} --weights {params.weights} --masks {params.masks} --work {params.work}"
 
 
 rule train:
@@ -55,6 +56,7 @@ rule evaluate_variant:
         features=lambda wildcards, input: os.path.dirname(input.features),
         dives=DIVES,
         frames=lambda wildcards: frames_source(wildcards.dataset),   # read with train.backbone: finetune
+        masks=lambda wildcards: masks_source(wildcards.dataset),   # FineParser's, with train.backbone: finetune
     threads: job_threads(config, "evaluate")
     resources:
         **job_resources(config, "evaluate"),
@@ -64,6 +66,7 @@ rule evaluate_variant:
         "aqa evaluate --params {params.file} --log {log} --variant {wildcards.name}"
         " --models {params.models} --features {params.features} --annotations {params.dives}"
         " --metrics {output.metrics} --predictions {output.predictions} --frames {params.frames}"
+        " --masks {params.masks}"
 
 
 rule evaluate:

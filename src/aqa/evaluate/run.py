@@ -213,7 +213,8 @@ def _read_history(path: Path, variant: str, params: dict[str, Any] | None = None
 def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str | Path,
                      dives_parquet: str | Path, metrics_path: str | Path, predictions_dir: str | Path,
                      params: dict[str, Any], tracking_uri: str | None = None,
-                     frames_root: str | Path | None = None) -> dict[str, Any]:
+                     frames_root: str | Path | None = None, masks_root: str | Path | None = None
+                     ) -> dict[str, Any]:
     """Evaluate every seed of a trained variant; write metrics_path and predictions_dir/seed<k>.parquet.
 
     Methods that predict transitions also get a "gt_transitions" block: the same models with
@@ -226,8 +227,8 @@ def evaluate_variant(variant: str, *, models_dir: str | Path, features_dir: str 
     counts = sorted(set(params["make_report"]["exemplar_counts"]) | {m_main})
     device = resolve_device(params["train"]["device"])
     # with train.backbone finetune: the frames (the fine-tuned I3D's weights are in the checkpoints)
-    data = load_data(params["train"], dives_parquet, features_dir, device, frames_root=frames_root,
-                     cache_keys=variant_cache_keys(spec, dives_parquet))
+    data = load_data({**params["train"], **spec.train_overrides}, dives_parquet, features_dir, device, frames_root=frames_root,
+                     cache_keys=variant_cache_keys(spec, dives_parquet), masks_root=masks_root)
     seed_dirs = {seed: models_dir / f"seed{seed}" for seed in variant_seeds(params, spec.base)}
     # every model checked before anything is written
     trained = {seed: load_trained(spec, params, data, seed, d, device) for seed, d in seed_dirs.items()}

@@ -14,6 +14,13 @@ crop of crop x crop at a random offset (vertical 0..88, horizontal 0..0 for 200 
 for the 96 frames of a load. The draw of a load depends only on (run seed, epoch, the training
 item's dive, role), so a resumed run draws the same. Evaluation loads take the centre crop.
 
+FineParser (its `cache_keys`, `load_frame_data(cache_keys=...)`): SAP at T1 reads the same
+frames; the masks of each load are decoded from the dive's mask files through exactly the
+frames' flip, squeeze and crop, then binarised (aqa.data.masks.mask_clip), after checking that
+they are the masks the cache was made from (masks.sha256); the SVE features are the cache's
+(frozen, view 0: the centre crop, unflipped, whatever the load's flip and crop; docs/METHODS.md D1).
+The cache's Mixed_4f (SAP at T2) is of the frozen I3D's centre crop: not on this path.
+
 Decoding runs in DataLoader worker processes (`train.num_workers`, pinned memory on CUDA): one
 work item is one whole batch (query and exemplar loads), so the main process only moves tensors.
 """
@@ -110,27 +117,56 @@ def load_clip(paths: Sequence[Path], geometry: FrameGeometry, flip: bool, top: i
 # ----------------------------------------------------------------------------- data
 
 
+def load_mask_clip(paths: Sequence[Path], frame_size: Sequence[int], geometry: FrameGeometry, flip: bool,
+                   top: int, left: int) -> torch.Tensor:
+    """A dive's protocol masks as the load of its frames with the same flip, top, left sees them:
+    (T, crop, crop) bool (aqa.data.masks.mask_clip: flip, squeeze, crop, then binarised)."""
+    from aqa.data.masks import mask_clip
+
+    return torch.from_numpy(mask_clip(paths, frame_size, geometry.resize, geometry.crop, flip, top, left))
+
+
+@dataclass(frozen=True)
+class DiveMasks:
+    """Per data row: its protocol mask paths and its frames' (width, height) (the masks' check)."""
+
+    paths: list[tuple[Path, ...]]
+    frame_sizes: list[tuple[int, int]]
+
+    def clip(self, row: int, geometry: FrameGeometry, flip: bool, top: int, left: int) -> torch.Tensor:
+        return load_mask_clip(self.paths[row], self.frame_sizes[row], geometry, flip, top, left)
+
+
 class _BatchFrames(torch.utils.data.Dataset):
-    """Item i: the frames of every load of batch i, a tuple of (B, 3, T, crop, crop) uint8.
+    """Item i: every load of batch i, a tuple of {"frames": (B, 3, T, crop, crop) uint8[, "masks":
+    (B, T, crop, crop) bool]}.
 
     Holds only paths, the geometry and the loads' (row, flip, top, left): cheap to send to
     worker processes, and no tensor of the training device."""
 
-    def __init__(self, clips: list[tuple[Path, ...]], geometry: FrameGeometry, batches: list[tuple[Load, ...]]):
-        self.clips, self.geometry, self.batches = clips, geometry, batches
+    def __init__(self, clips: list[tuple[Path, ...]], geometry: FrameGeometry, batches: list[tuple[Load, ...]],
+                 masks: DiveMasks | None = None):
+        self.clips, self.geometry, self.batches, self.masks = clips, geometry, batches, masks
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.stack([load_clip(self.clips[int(r)], self.geometry, bool(f), int(t), int(lf))
-                                  for r, (f, t, lf) in zip(load.rows, load.augment)])
-                     for load in self.batches[i])
+    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], ...]:
+        return tuple(self._load(load) for load in self.batches[i])
+
+    def _load(self, load: Load) -> dict[str, torch.Tensor]:
+        augment = [(int(r), bool(f), int(t), int(lf)) for r, (f, t, lf) in zip(load.rows, load.augment)]
+        out = {"frames": torch.stack([load_clip(self.clips[r], self.geometry, f, t, lf) for r, f, t, lf in augment])}
+        if self.masks is not None:
+            out["masks"] = torch.stack([self.masks.clip(r, self.geometry, f, t, lf) for r, f, t, lf in augment])
+        return out
 
 
 @dataclass
 class FrameData(DiveData):
-    """DiveData whose batches are decoded frames (`frames` (B, 3, T, crop, crop) uint8).
+    """DiveData whose batches are decoded frames (`frames` (B, 3, T, crop, crop) uint8), with
+    FineParser's `masks` (B, T, crop, crop) bool of the same flip and crop and the cache's `sve`
+    (B, T, 512) when loaded for it (`masks`, `additions`).
 
     `pooled` / `maps` are empty placeholders (N, 1, 0): there is one view, and the features come
     from the model's backbone (`backbone()`)."""
@@ -139,13 +175,25 @@ class FrameData(DiveData):
     geometry: FrameGeometry | None = None
     weights_path: Path | None = None      # verified Kinetics weights (None: a checkpoint supplies them)
     num_workers: int = 0
+    masks: DiveMasks | None = None        # FineParser's mask files (None: no batch carries masks)
+
+    def _extras(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """The cache's SVE features of rows `rows`, view 0 (frozen, whatever the load's augmentation)."""
+        if self.additions is None:
+            return {}
+        return self.additions.batch(rows, np.zeros_like(rows), self.device)
 
     def batch(self, idx, views=None, *, with_maps: bool = True) -> dict[str, torch.Tensor]:
-        """The centre-cropped frames of rows `idx` (evaluation), decoded here."""
+        """The centre-cropped frames (and FineParser's masks, SVE) of rows `idx` (evaluation), decoded here."""
         rows = np.asarray(idx, dtype=np.int64).reshape(-1)
         top, left = centre_offsets(self.geometry)
-        frames = torch.stack([load_clip(self.clips[int(r)], self.geometry, False, top, left) for r in rows])
-        return {**self.labels(rows), "frames": frames.to(self.device)}
+        out = {**self.labels(rows), **self._extras(rows),
+               "frames": torch.stack([load_clip(self.clips[int(r)], self.geometry, False, top, left)
+                                      for r in rows]).to(self.device)}
+        if self.masks is not None:
+            out["masks"] = torch.stack([self.masks.clip(int(r), self.geometry, False, top, left)
+                                        for r in rows]).to(self.device)
+        return out
 
     def request(self, rows, views=None, *, with_maps: bool = True, seed: int | None = None,
                 epoch: int | None = None, role: str = "query", items=None) -> Load:
@@ -166,12 +214,26 @@ class FrameData(DiveData):
         """The batches, decoded `num_workers` processes ahead (pinned memory on CUDA)."""
         batches = list(batches)
         loader = torch.utils.data.DataLoader(
-            _BatchFrames(self.clips, self.geometry, batches), batch_size=None, shuffle=False,
+            _BatchFrames(self.clips, self.geometry, batches, self.masks), batch_size=None, shuffle=False,
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if self.num_workers else None)
-        for loads, frames in zip(batches, loader):
-            yield tuple({**self.labels(load.rows), "frames": f.to(self.device, non_blocking=True)}
-                        for load, f in zip(loads, frames))
+        for loads, decoded in zip(batches, loader):
+            yield tuple({**self.labels(load.rows), **self._extras(load.rows),
+                         **{k: v.to(self.device, non_blocking=True) for k, v in d.items()}}
+                        for load, d in zip(loads, decoded))
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """A SAP that reads these frames (T0 / T1) cuts and normalises them as this protocol."""
+        sap, cfg = getattr(model, "sap", None), getattr(model, "cfg", None)
+        if sap is None or not getattr(sap, "from_frames", False):
+            return
+        g = self.geometry
+        ours = (tuple(g.snippet_starts), g.snippet_length, g.num_frames, g.normalization)
+        theirs = (tuple(cfg.snippet_starts), cfg.snippet_length, cfg.num_frames, cfg.normalization)
+        if ours != theirs:
+            raise FrameDataError(f"FineParser's SAP reads snippets / frames / normalisation {theirs}, the feature "
+                                 f"cache's protocol is {ours}: set the variant's snippet_starts, snippet_length, "
+                                 "num_frames, normalization to the cache's")
 
     def backbone(self, train_cfg: dict[str, Any]) -> torch.nn.Module:
         """The fine-tuned I3D of this data's protocol, from the verified weights (if any)."""
@@ -190,17 +252,28 @@ class FrameData(DiveData):
 
 def load_frame_data(dives_parquet: str | Path, features_dir: str | Path, frames_root: str | Path | None,
                     weights_path: str | Path | None, device: str | torch.device = "cpu", *,
-                    num_workers: int = 0) -> FrameData:
+                    num_workers: int = 0, cache_keys: Sequence[str] = (),
+                    masks_root: str | Path | None = None) -> FrameData:
     """Dives, their protocol frames under `frames_root` and the protocol of the cache in
     `features_dir`, checked before anything trains: every dive's frames present and the very
-    frames the cache was made from, the weights (when given) those of the cache."""
+    frames the cache was made from, the weights (when given) those of the cache.
+    `cache_keys` (FineParser's `cache_keys`): "sve" memory-maps the cache's SVE features;
+    "masks" reads each dive's masks under `masks_root`, checked to be those the cache was made
+    from; "mixed4f" (SAP at T2) is refused: the cache's maps are not of this path's frames."""
     from aqa.data.annotations import read_dives
     from aqa.features.cache import FRAMES_DIGEST, FeatureCache
     from aqa.features.extract import FeatureExtractionError, dive_job
     from aqa.provenance import annotations_digest
+    from aqa.train.data import load_cache_additions
 
     if frames_root is None:
         raise FrameDataError("train.backbone is finetune: the frames folder is needed (aqa train/evaluate --frames)")
+    if "mixed4f" in cache_keys:
+        raise FrameDataError("FineParser's SAP at tier T2 reads the cache's Mixed_4f, of the frozen I3D's centre "
+                             "crop: with train.backbone finetune set the variant's sap.tier: T1")
+    if "masks" in cache_keys and masks_root is None:
+        raise FrameDataError("FineParser with train.backbone finetune reads the masks of each load: give the "
+                             "masks folder (aqa train/evaluate --masks)")
     dives_parquet, features_dir, frames_root = Path(dives_parquet), Path(features_dir), Path(frames_root)
     if not frames_root.is_dir():
         raise FrameDataError(f"{frames_root}: frames root is not a folder")
@@ -216,6 +289,8 @@ def load_frame_data(dives_parquet: str | Path, features_dir: str | Path, frames_
     dives = read_dives(dives_parquet).sort_values("key").reset_index(drop=True)
     if dives.empty:
         raise FrameDataError(f"{dives_parquet}: no dives")
+    if cache_keys:
+        cache.require_additions(cache_keys)
     clips = []
     for row in dives.itertuples(index=False):
         try:
@@ -227,13 +302,38 @@ def load_frame_data(dives_parquet: str | Path, features_dir: str | Path, frames_
             raise FrameDataError(f"dive {job.key}: its frames in {frames_root} are not those the feature cache "
                                  f"{features_dir} was made from; re-run extract_features")
         clips.append(job.frame_paths)
+    masks = _dive_masks(dives, clips, cache, Path(masks_root), geometry) if "masks" in cache_keys else None
+    sve = [k for k in cache_keys if k == "sve"]
     base = _labels_only(dives, dives_parquet, device)
     data = FrameData(**base, fingerprint=str(cache.fingerprint), annotations_digest=annotations_digest(dives_parquet),
+                     additions=load_cache_additions(cache, dives, sve) if sve else None,
                      clips=clips, geometry=geometry, weights_path=None if weights_path is None else Path(weights_path),
-                     num_workers=int(num_workers))
+                     num_workers=int(num_workers), masks=masks)
     log.info("%d dives from the frames in %s (protocol of %s), %d decoding worker(s)", len(dives), frames_root,
              features_dir, num_workers)
     return data
+
+
+def _dive_masks(dives, clips: list[tuple[Path, ...]], cache, masks_root: Path, geometry: FrameGeometry) -> DiveMasks:
+    """Every dive's protocol mask paths under `masks_root`, checked to be the very masks the cache's
+    were made from (masks.sha256, as frames.sha256 for the frames): one line naming the dive otherwise."""
+    from aqa.data import masks as MK
+    from aqa.features.additions import MASKS_DIGEST, masks_digest
+
+    paths, sizes = [], []
+    for row, frame_paths in zip(dives.itertuples(index=False), clips):
+        try:
+            dive = MK.dive_mask_paths(masks_root, row.video, row.idx, row.start_frame, row.end_frame,
+                                      geometry.num_frames)
+        except MK.MaskError as exc:
+            raise FrameDataError(str(exc)) from None
+        digest_file = cache.path(row.video, int(row.idx)) / MASKS_DIGEST
+        if not digest_file.is_file() or digest_file.read_text().strip() != masks_digest(dive):
+            raise FrameDataError(f"dive {row.video}/{int(row.idx)}: its masks in {masks_root} are not those the "
+                                 f"feature cache {cache.root} was made from; re-run extract_features")
+        paths.append(dive)
+        sizes.append(MK.image_size(frame_paths[0]))
+    return DiveMasks(paths, sizes)
 
 
 def _labels_only(dives, dives_parquet: Path, device) -> dict[str, Any]:

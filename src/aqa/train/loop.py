@@ -89,6 +89,7 @@ def build(config: dict[str, Any], device: torch.device, data: DiveData | None = 
         if not callable(getattr(data, "backbone", None)):
             raise TypeError("train.backbone finetune needs the frames (aqa.train.frames.FrameData) to build its I3D")
         model.backbone = data.backbone(config["train"])
+        data.check_model(model)   # FineParser's SAP from frames: the same snippets and normalisation
     return model.to(device)
 
 

@@ -30,7 +30,7 @@ class VariantError(AqaError):
 # params.train keys a variant may set for itself (`train:` inside its entry; BASELINES.md D6: the
 # sources' lr, weight decay, batch and epochs of each baseline; seeds: FineParser's two in the
 # built-in default's budget, aqa.trained.variant_seeds).
-TRAIN_OVERRIDES = ("seeds", "epochs", "batch_size", "lr", "weight_decay")
+TRAIN_OVERRIDES = ("seeds", "epochs", "batch_size", "lr", "weight_decay", "backbone")
 
 
 @dataclass(frozen=True)
@@ -138,16 +138,16 @@ def split_rows(data: DiveData, train_cfg: dict[str, Any]) -> tuple[np.ndarray, n
 
 def load_data(train_cfg: dict[str, Any], dives_parquet: str | Path, features_dir: str | Path, device, *,
               frames_root: str | Path | None = None, weights_path: str | Path | None = None,
-              cache_keys: tuple[str, ...] = ()) -> DiveData:
+              cache_keys: tuple[str, ...] = (), masks_root: str | Path | None = None) -> DiveData:
     """The dives as the backbone of params train.backbone reads them: cached features, or (finetune)
     the frames of the cache's protocol (aqa.train.frames; `weights_path` only to train).
     `cache_keys`: the feature cache's additions the variant's batches carry (FineParser's:
-    `variant_cache_keys`)."""
+    `variant_cache_keys`; on the frames path its masks come from `masks_root`)."""
     if train_cfg["backbone"] == "finetune":
         from aqa.train.frames import load_frame_data
 
         data = load_frame_data(dives_parquet, features_dir, frames_root, weights_path, device,
-                               num_workers=train_cfg["num_workers"])
+                               num_workers=train_cfg["num_workers"], cache_keys=cache_keys, masks_root=masks_root)
     else:
         data = load_dive_data(dives_parquet, features_dir, device, **({"cache_keys": cache_keys} if cache_keys else {}))
     data.dataset = dataset_name(dives_parquet)   # which decides, e.g., FineParser's mask loss
@@ -157,7 +157,7 @@ def load_data(train_cfg: dict[str, Any], dives_parquet: str | Path, features_dir
 def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str | Path, out_dir: str | Path,
                   params: dict[str, Any], tracking_uri: str | None = None,
                   max_epochs: int | None = None, frames_root: str | Path | None = None,
-                  weights_path: str | Path | None = None,
+                  weights_path: str | Path | None = None, masks_root: str | Path | None = None,
                   work_dir: str | Path | None = None) -> dict[int, list[dict[str, Any]]]:
     """Train `variant` for each of its seeds (aqa.trained.variant_seeds) into out_dir/seed<k>/ (resumable).
 
@@ -168,7 +168,8 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
     Returns each seed's per-epoch history. `max_epochs` limits the epochs run in this call.
     Started by torchrun, the processes train together (aqa.train.distributed; docs/TRAINING.md
     "Several GPUs"): process 0 alone writes and tracks.
-    With train.backbone finetune, `frames_root` and `weights_path` (the Kinetics I3D) are read too.
+    With train.backbone finetune, `frames_root` and `weights_path` (the Kinetics I3D) are read too,
+    and FineParser's `masks_root`.
     """
     spec = parse_variant(variant, params)
     train_cfg = {**params["train"], **spec.train_overrides}   # the variant's seeds among them
@@ -185,7 +186,7 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
             ensure_writable(work / f"seed{seed}")
     ranks, device = distributed.start(resolve_device(train_cfg["device"]))
     out = _train_seeds(spec, params, dives_parquet, features_dir, work, device, ranks, tracking_uri, max_epochs,
-                       frames_root=frames_root, weights_path=weights_path)
+                       frames_root=frames_root, weights_path=weights_path, masks_root=masks_root)
     if work_dir is not None and max_epochs is None and ranks.main:
         from aqa.workdir import publish
 
@@ -197,12 +198,14 @@ def train_variant(variant: str, *, features_dir: str | Path, dives_parquet: str 
 def _train_seeds(spec: VariantSpec, params: dict[str, Any], dives_parquet: str | Path, features_dir: str | Path,
                  out_dir: str | Path, device: torch.device, ranks: distributed.Ranks, tracking_uri: str | None,
                  max_epochs: int | None, *, frames_root: str | Path | None,
-                 weights_path: str | Path | None) -> dict[int, list[dict[str, Any]]]:
+                 weights_path: str | Path | None, masks_root: str | Path | None = None
+                 ) -> dict[int, list[dict[str, Any]]]:
     variant, train_cfg = spec.name, {**params["train"], **spec.train_overrides}
     if train_cfg["backbone"] == "finetune" and weights_path is None:
         raise VariantError("train.backbone is finetune: training needs the I3D weights (aqa train --weights)")
     data = load_data(train_cfg, dives_parquet, features_dir, device, frames_root=frames_root,
-                     weights_path=weights_path, cache_keys=variant_cache_keys(spec, dives_parquet))
+                     weights_path=weights_path, cache_keys=variant_cache_keys(spec, dives_parquet),
+                     masks_root=masks_root)
     if needs_step_labels(spec.method) and bool((data.transitions < 0).all()):
         raise VariantError(f"variant {variant!r}: method {spec.method} learns the step transitions, and "
                            f"{dives_parquet} has none (no step labels, e.g. MTL-AQA)")

@@ -185,3 +185,21 @@ def test_mask_loss_follows_the_datasets_masks(data_dir, tiny_params):
     q, e = data.batch([0, 1]), data.batch([2, 3])
     total, parts = model.loss(model(q, e), q, e)
     assert "focal_mask" not in parts and torch.isfinite(total)
+
+
+def test_a_variants_own_cached_backbone_wins_over_params_finetune(data_dir, tiny_params, tmp_path):
+    """A FineParser variant kept at T2 under params.train.backbone finetune (paper mode with one
+    variant on the cache): its own train.backbone cached. It trains and evaluates on the cache (no
+    I3D in the model), with its own backbone in the checkpoint's config; the frames only feed
+    evaluate's mask references."""
+    params = _params(tiny_params, backbone="finetune")
+    params["train"]["variants"]["fineparser"]["train"] = {"backbone": "cached"}
+    _train(data_dir, params, tmp_path / "m")       # no frames: params' finetune would refuse without them
+    ckpt = load_checkpoint(tmp_path / "m" / "seed0" / "best_val.pt")
+    assert ckpt["config"]["train"]["backbone"] == "cached"
+    assert not any(k.startswith("backbone.") for k in ckpt["model"])
+    metrics_path = tmp_path / "metrics.json"
+    evaluate_variant("fineparser-dn", models_dir=tmp_path / "m", features_dir=data_dir["features"],
+                     dives_parquet=data_dir["dives"], metrics_path=metrics_path, predictions_dir=tmp_path / "pred",
+                     params=params, tracking_uri=data_dir["mlflow"], frames_root=data_dir["frames"])
+    assert "mask_mae" in json.loads(metrics_path.read_text())["honest"]
