@@ -1,7 +1,7 @@
 """FineParser on the frames path (train.backbone finetune, SAP at T1): what a load's masks cost
 beside its frames, and that a centre-crop load's masks and SVE equal the cache's.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_fineparser_frames.py /work/clone-t17
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_fineparser_frames.py <a project after make repro>
 
 Reads <root>'s FineDiving annotations, frames, masks and feature cache (with FineParser's additions).
 """

@@ -6,11 +6,11 @@ ours from the per-seed values, "not run" rows saying how to run them, this proje
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import random
 import re
 import statistics
+from functools import partial
 
 import pytest
 
@@ -18,6 +18,9 @@ from aqa.errors import AqaError
 from aqa.provenance import metrics_provenance
 from aqa.report import fineparser_variants as fpv
 from aqa.report.tables import NOT_RUN, make_report
+from table_helpers import read_rows, row as exact_row
+
+row = partial(exact_row, prefix=True)   # the result cell starts with the text asked
 
 INPUTS = {"annotations": "a" * 64, "features": "f" * 64, "code": "c" * 64}
 SEEDS = [0, 1, 2]
@@ -138,14 +141,6 @@ def report(tmp_path, written, params):
     return tables
 
 
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
-
-
-def row(rows, label, result):
-    (found,) = [r for r in rows if r[0] == label and r[1].startswith(result)]
-    return found
 
 
 def expected(data: dict, protocol: str, key: str) -> str:

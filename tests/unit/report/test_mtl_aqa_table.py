@@ -4,13 +4,16 @@ metrics root's mtl_aqa/ folder): published numbers beside ours, "not run", "not 
 from __future__ import annotations
 
 import copy
-import csv
+from functools import partial
 
 import pytest
 
 from aqa.errors import AqaError
 from aqa.report.tables import NOT_RUN, make_report
 from test_tables import summary, write_metrics
+from table_helpers import read_rows, row as exact_row
+
+row = partial(exact_row, prefix=True)   # the result cell starts with the text asked
 
 BASELINES = {"i3d_mlp": {"method": "i3d_mlp"}, "usdl": {"method": "usdl"}, "musdl": {"method": "musdl"},
              "core": {"method": "core"}}
@@ -40,14 +43,6 @@ def metrics(tmp_path, params):
     return root
 
 
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
-
-
-def row(rows, method, result):
-    (found,) = [r for r in rows if r[0] == method and r[1].startswith(result)]
-    return found
 
 
 def test_mtl_aqa_table(tmp_path, metrics, params):

@@ -5,7 +5,6 @@ variant whose modes differ (FineParser, or USDL put there) keeps "not run"."""
 from __future__ import annotations
 
 import copy
-import csv
 import json
 
 import numpy as np
@@ -15,6 +14,7 @@ from aqa.models.registry import METHODS, is_pairwise, variant_settings
 from aqa.provenance import metrics_provenance
 from aqa.report.tables import NOT_RUN, make_report
 from aqa.trained import SAME_MODEL_METHODS
+from table_helpers import read_rows, row
 
 INPUTS = {"annotations": "a" * 64, "features": "f" * 64, "code": "c" * 64}
 
@@ -53,14 +53,6 @@ def write_all(root, params):
                           summary(0.6 + i / 100, 1.5 - i / 10))
 
 
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
-
-
-def row(rows, method, result):
-    (found,) = [r for r in rows if r[0] == method and r[1] == result]
-    return found
 
 
 def test_musdl_trained_once_fills_both_columns_marked(tmp_path, params):

@@ -4,7 +4,6 @@ the checks that a table is built only from the metrics of the current params."""
 from __future__ import annotations
 
 import copy
-import csv
 import json
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from aqa.errors import AqaError
 from aqa.provenance import metrics_provenance
 from aqa.report.tables import NOT_RUN, make_report
+from table_helpers import read_rows, row
 
 INPUTS = {"annotations": "a" * 64, "features": "f" * 64, "code": "c" * 64}
 
@@ -67,14 +67,6 @@ def report(tmp_path, metrics, params):
     return tables
 
 
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.reader(f))
-
-
-def row(rows, method, result):
-    (found,) = [r for r in rows if r[0] == method and r[1] == result]
-    return found
 
 
 def test_all_files_written(report):
