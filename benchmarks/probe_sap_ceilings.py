@@ -14,7 +14,8 @@ each per-pixel loss's optimum for a cell of share p (closed form per cell). Logi
 the logit of an interior pixel (the coarse value times the upsample's gain 2); pure cells saturate
 at +-10. `fit`: the coarse logits fitted per dive by Adam to the loss through the upsample (the
 cells then interact through the blur), started from the closed form: what (b) ignores; also soft
-Dice per frame ("dice"), which no per-cell formula has.
+Dice per frame ("dice") and the L1 distance of the probabilities ("l1", the MAE before the min-max),
+which have no per-cell formula here (both start from BCE's).
 """
 
 from __future__ import annotations
@@ -110,8 +111,12 @@ def fit(gts, taps, losses, steps: int, lr: float, saturate: float) -> None:
                 opt = torch.optim.Adam([x], lr=lr)
                 for _ in range(steps):
                     logits = up(x[:, None])                                        # (9, 1, 16, H, W)
-                    loss = (soft_dice(logits[:, 0], target) if name == "dice" else
-                            mask_loss([logits], target, gamma=gamma, alpha=alpha))
+                    if name == "dice":
+                        loss = soft_dice(logits[:, 0], target)
+                    elif name == "l1":      # the MAE itself, before the min-max
+                        loss = (torch.sigmoid(logits[:, 0]) - target.float()).abs().mean()
+                    else:
+                        loss = mask_loss([logits], target, gamma=gamma, alpha=alpha)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()

@@ -57,7 +57,7 @@ def test_the_focal_optimum_is_where_the_codes_focal_loss_is_flat(alpha):
         (grad,) = torch.autograd.grad(loss, x)
         assert abs(float(grad)) < 1e-6
         for dx in (-0.05, 0.05):
-            assert float(focal_loss_reference((x.detach() + dx).expand(n), target, gamma=2.0, alpha=alpha)) > float(loss)
+            assert float(focal_loss_reference((x.detach() + dx).expand(n), target, gamma=2.0, alpha=alpha)) > float(loss.detach())
     x = C.optimum_logit(np.array([0.1, 0.5, 0.9]), 2.0, None)   # softer than BCE, symmetric, 0 at one half
     assert x[1] == pytest.approx(0.0, abs=1e-6) and x[0] == pytest.approx(-x[2], abs=1e-6)
     assert np.log(0.1 / 0.9) < x[0] < 0
