@@ -4,7 +4,7 @@ the ceiling of a 7 x 7 x 4 map and how fast the head learns (reports/data/stand_
 
     PYTHONPATH=src python benchmarks/probe_sap_head.py --project /tmp/m-data ceiling
     PYTHONPATH=src python benchmarks/probe_sap_head.py --project /tmp/m-data train --steps 36 \
-        [--bias-prior 0.01] [--seed 0]
+        [--bias-prior 0.01] [--seed 0] [--lr-mult 10] [--loss dice]
 
 `ceiling`: the test queries' ground truth average-pooled to tap 4's grid (4 x 7 x 7 per snippet),
 as logits, through the same bilinear upsample, sigmoid, per-frame min-max, scored as the evaluate
@@ -41,6 +41,12 @@ def score(pred_frames: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, flo
 
 def line(summary: dict[str, float]) -> str:
     return ", ".join(f"{k} {summary[k]:.4f}" for k in SHOWN)
+
+
+def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from probe_sap_ceilings import soft_dice as dice   # beside this file
+
+    return dice(logits, target)
 
 
 def upsampler() -> torch.nn.ConvTranspose3d:
@@ -131,7 +137,10 @@ def train(data, pool, test, args) -> None:
         b = data.batch(rows)
         logits, _ = head(b["mixed4f"].flatten(0, 1).float())                 # (16*9, 1, 16, 112, 112)
         target = frames_to_snippets(b["masks"], STARTS, LENGTH).flatten(0, 1)  # (16*9, 16, 112, 112)
-        loss = mask_loss([logits], target)
+        if args.loss == "dice":   # session 19: soft Dice per frame (probe_sap_ceilings.py: its grid optimum beats both references)
+            loss = soft_dice(logits[:, 0], target)
+        else:
+            loss = mask_loss([logits], target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -156,6 +165,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lr-mult", type=float, default=1.0)
+    ap.add_argument("--loss", choices=("focal", "dice"), default="focal", help="train: the code's focal loss, or soft Dice")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--bias-prior", type=float, default=None)
     ap.add_argument("--side-std", type=float, default=None)
