@@ -252,17 +252,12 @@ def lr_schedule_errors(params: dict[str, Any]) -> list[str]:
     problems = schedule_problems(params["train"]["lr_schedule"])
     for name, variant in params["train"]["variants"].items():
         own = variant.get("train") or {}
-        where = f"train.variants.{name}.train.lr_schedule"
-        if "lr_schedule" in own:
-            mine = schedule_problems(own["lr_schedule"], where)
-            problems += mine
-            if mine:
-                continue
-        elif problems:
-            continue
+        where = f"train.variants.{name}.train.lr_schedule" if "lr_schedule" in own else "train.lr_schedule"
         cfg = {**params["train"], **own}
         schedule = cfg["lr_schedule"]
-        if is_constant(schedule):
+        keys = schedule_problems(schedule, where)
+        if keys or is_constant(schedule):   # the global schedule's own problems are listed once, above
+            problems += keys if "lr_schedule" in own else []
             continue
         sap = variant.get("sap") if isinstance(variant.get("sap"), dict) else {}
         mult = sap.get("head_lr_mult", 1.0)
@@ -271,11 +266,10 @@ def lr_schedule_errors(params: dict[str, Any]) -> list[str]:
             bases["train.lr_backbone"] = cfg["lr_backbone"]
         if variant["method"] == "fineparser" and isinstance(mult, (int, float)) and mult != 1:
             bases[f"train.lr x sap.head_lr_mult {mult}"] = cfg["lr"] * mult
-        above = [f"{key} = {value:g}" for key, value in bases.items() if value < schedule["lr_min"]]
-        if above:
-            problems.append(f"{where if 'lr_schedule' in own else 'train.lr_schedule'}.lr_min = "
-                            f"{schedule['lr_min']:g} is above variant {name}'s {', '.join(above)}: the warm-up "
-                            "would lower that lr and the cosine raise it")
+        below = [f"{key} = {value:g}" for key, value in bases.items() if value < schedule["lr_min"]]
+        if below:
+            problems.append(f"{where}.lr_min = {schedule['lr_min']:g} is above variant {name}'s {', '.join(below)}: "
+                            "the warm-up would lower that lr and the cosine raise it")
     return problems
 
 

@@ -100,6 +100,9 @@ def test_params_check_a_variants_own_schedule_against_its_groups(repo_params):
     p = copy.deepcopy(repo_params)
     p["train"]["variants"]["fineparser"]["train"]["lr_schedule"] = dict(CODE)
     validate_params(p)                                        # lr 1e-3 >= lr_min (lr_backbone unused: cached)
+    p["train"]["variants"]["fr"]["train"] = {"lr_schedule": {"name": "warmup_cosine", "lr_min": 0.0}}
+    assert "train.variants.fr.train.lr_schedule: name warmup_cosine needs warmup_epochs, cosine_epochs" in _check(p)
+    del p["train"]["variants"]["fr"]["train"]
     p["train"]["variants"]["fineparser"]["sap"] = {"head_lr_mult": 0.05}
     assert "train.variants.fineparser.train.lr_schedule.lr_min = 0.0001 is above variant fineparser's " \
            "train.lr x sap.head_lr_mult 0.05 = 5e-05" in _check(p)
