@@ -162,7 +162,7 @@ def consistency_errors(params: dict[str, Any]) -> list[str]:
     gaps = params["synthesize_videos"]["gap_frames"]
     if gaps[0] > gaps[1]:
         problems.append(f"synthesize_videos.gap_frames = {gaps}: expected [min, max]")
-    return problems + mask_errors(params) + thread_errors(params)
+    return problems + mask_errors(params) + thread_errors(params) + lr_schedule_errors(params)
 
 
 def mask_errors(params: dict[str, Any]) -> list[str]:
@@ -241,6 +241,36 @@ def _tier_errors(params: dict[str, Any], name: str, where: str) -> list[str]:
         return [f"{where}: sap.tier T1 reads the frames, which only train.backbone = finetune loads; set "
                 f"train.variants.{name}.train.backbone: finetune (or sap.tier: T2)"]
     return []
+
+
+def lr_schedule_errors(params: dict[str, Any]) -> list[str]:
+    """train.lr_schedule (and a variant's own) takes its name's keys, and a warm-up/cosine's lr_min is at
+    most each of the variant's base lrs (lr; lr_backbone when I3D trains; lr x FineParser's
+    sap.head_lr_mult): a group below lr_min would be raised by the warm-up (aqa.train.lr_schedule)."""
+    from aqa.train.lr_schedule import is_constant, schedule_problems
+
+    problems = schedule_problems(params["train"]["lr_schedule"])
+    for name, variant in params["train"]["variants"].items():
+        own = variant.get("train") or {}
+        where = f"train.variants.{name}.train.lr_schedule" if "lr_schedule" in own else "train.lr_schedule"
+        cfg = {**params["train"], **own}
+        schedule = cfg["lr_schedule"]
+        keys = schedule_problems(schedule, where)
+        if keys or is_constant(schedule):   # the global schedule's own problems are listed once, above
+            problems += keys if "lr_schedule" in own else []
+            continue
+        sap = variant.get("sap") if isinstance(variant.get("sap"), dict) else {}
+        mult = sap.get("head_lr_mult", 1.0)
+        bases = {"train.lr": cfg["lr"]}
+        if variant_backbone(params, name) == "finetune":
+            bases["train.lr_backbone"] = cfg["lr_backbone"]
+        if variant["method"] == "fineparser" and isinstance(mult, (int, float)) and mult != 1:
+            bases[f"train.lr x sap.head_lr_mult {mult}"] = cfg["lr"] * mult
+        below = [f"{key} = {value:g}" for key, value in bases.items() if value < schedule["lr_min"]]
+        if below:
+            problems.append(f"{where}.lr_min = {schedule['lr_min']:g} is above variant {name}'s {', '.join(below)}: "
+                            "the warm-up would lower that lr and the cosine raise it")
+    return problems
 
 
 def variant_backbone(params: dict[str, Any], name: str) -> str:

@@ -108,7 +108,13 @@ _MISSING = object()
 
 def training_section(train_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """params.train as one seed's training reads it."""
-    return {k: v for k, v in train_cfg.items() if k not in TRAIN_KEYS_NOT_READ | {"seeds"}}
+    return {k: v for k, v in train_cfg.items() if k not in TRAIN_KEYS_NOT_READ | {"seeds"} and not _constant_lr(k, v)}
+
+
+def _constant_lr(key: str, value: Any) -> bool:
+    """train.lr_schedule {name: constant} trains as before the key existed, so the records leave it
+    out: the default's checkpoints and metrics stay the bytes they were (docs/METHODS.md D5)."""
+    return key == "lr_schedule" and isinstance(value, Mapping) and dict(value) == {"name": "constant"}
 
 
 def footage(params: Mapping[str, Any], dataset: str) -> str:
@@ -128,7 +134,8 @@ def evaluate_params(params: Mapping[str, Any], base: str, mode: str, dataset: st
     overrides, which leaves its models as they are, does not make its metrics stale.
     """
     own = params["train"]["variants"][base].get("train") or {}
-    train = {k: v for k, v in {**params["train"], **own}.items() if k not in TRAIN_KEYS_NOT_READ}
+    train = {k: v for k, v in {**params["train"], **own}.items()
+             if k not in TRAIN_KEYS_NOT_READ and not _constant_lr(k, v)}
     return {"variant": dict(params["train"]["variants"][base]), "exemplar_mode": mode, "train": train,
             "evaluate": dict(params["evaluate"]),
             "make_report": {"exemplar_counts": list(params["make_report"]["exemplar_counts"])},

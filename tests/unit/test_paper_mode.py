@@ -43,10 +43,15 @@ def test_the_overlay_sets_the_references_training_on_the_projects_params(repo_pa
                               "train.validation_fraction", "train.batchnorm", "evaluate.num_exemplars"} | {
         f"train.variants.{v}.train.epochs" for v in epochs} | {
         "train.variants.fineparser.train.epochs", "train.variants.fineparser.train.seeds",
-        "train.variants.fineparser.sap.tier"}
+        "train.variants.fineparser.sap.tier"} | {
+        f"train.variants.fineparser.train.lr_schedule.{k}" for k in ("name", "warmup_epochs", "cosine_epochs",
+                                                                      "lr_min")}
     # FineParser's main model, whose own epochs and seeds fit the default's budget: its code's 400 and one
-    # seed; its SAP's whole I3D from the frames (tier T1), as the code
-    assert train["variants"]["fineparser"]["train"] == {"epochs": 400, "seeds": [0]}
+    # seed, its code's per-batch warm-up + cosine (FINEPARSER.md 4.2); its SAP's whole I3D from the
+    # frames (tier T1), as the code
+    assert train["variants"]["fineparser"]["train"] == {"epochs": 400, "seeds": [0], "lr_schedule": {
+        "name": "warmup_cosine", "warmup_epochs": 5, "cosine_epochs": 400, "lr_min": 1e-4}}
+    assert train["lr_schedule"] == {"name": "constant"}   # the other variants keep the constant lr
     assert train["variants"]["fineparser"]["sap"] == {"tier": "T1"}
 
 
@@ -125,7 +130,8 @@ def test_dvc_reads_the_set_param_arguments_back_as_the_merged_params(tmp_path, r
     p["datasets"]["dn_only"]["mtl_aqa"] = []
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(p, sort_keys=False))
-    sets = [parse_set(s) for s in ("train.lr=1.0e-5", "train.weight_decay=2.5e-07", "train.seeds=[3, 4]",
+    # (a small lr on a variant without a schedule: FineParser's warm-up starts at 1e-4, aqa.params)
+    sets = [parse_set(s) for s in ("train.variants.fr.train.lr=1.0e-5", "train.weight_decay=2.5e-07", "train.seeds=[3, 4]",
                                    "train.variants.fr.train.epochs=3", "train.device=cpu", "train.amp=false",
                                    "extract_frames.frames_root.finediving=/data/my frames/it's here",
                                    "synthesize_videos.finediving.source_annotations=/data/Annotations",

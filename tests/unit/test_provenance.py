@@ -53,7 +53,8 @@ def test_evaluate_params_hold_no_path_and_only_what_is_read(repo_params):
     assert read["footage"] == "real" and read["dataset"] == "finediving" and "/somewhere" not in str(read)
     # each dataset's footage is its own
     assert evaluate_params(p, "tsa", "dn", "mtl_aqa")["footage"] == "stand-in"
-    assert set(read["train"]) == set(p["train"]) - TRAIN_KEYS_NOT_READ
+    # (the constant lr_schedule is recorded as before the key existed: test_lr_schedule)
+    assert set(read["train"]) == set(p["train"]) - TRAIN_KEYS_NOT_READ - {"lr_schedule"}
     assert read["variant"] == p["train"]["variants"]["tsa"]
     # keys nothing reads do not change the digest; keys that are read do
     block = metrics_provenance(p, "tsa", "dn", "finediving", inputs={}, models={})
@@ -98,7 +99,9 @@ def test_dvc_tracks_exactly_the_params_training_reads(repo_params):
     run = SeedRun(variant="tsa-dn", method="tsa", model_kwargs={}, mode="dn", seed=0,
                   train_cfg=repo_params["train"], eval_cfg=repo_params["evaluate"])
     config = run.config()
-    read = {f"train.{k}" for k in config["train"]} | {"train.seeds", "train.variants.${item.variant}", "evaluate"}
+    # (+ lr_schedule: the config holds it unless it is the constant one, which trains as without it)
+    read = {f"train.{k}" for k in config["train"]} | {"train.seeds", "train.lr_schedule", "train.variants.${item.variant}",
+                                                      "evaluate"}
     assert set(config["evaluate"]) == set(repo_params["evaluate"])
     assert _stage_params(stages["train"]) == read
     assert _stage_params(stages["train_mtl_aqa"]) == read   # every dataset's training reads the same

@@ -34,6 +34,7 @@ from aqa.train.checkpoint import (ensure_writable, git_commit, load_checkpoint, 
 from aqa.train.data import DiveData, uses_maps
 from aqa.train.distributed import SINGLE, Ranks
 from aqa.train.exemplars import epoch_rng, sample_train_exemplars
+from aqa.train.lr_schedule import LrSchedule, is_constant
 from aqa.train.resume import BEST, CHECKPOINT, HISTORY, resumable_checkpoint, training_inputs
 from aqa.train.sap_init import init_sap, needs_kinetics
 
@@ -115,6 +116,15 @@ def make_optimizer(model: torch.nn.Module, train_cfg: dict[str, Any]) -> torch.o
     return torch.optim.Adam(groups, weight_decay=train_cfg["weight_decay"])
 
 
+def lr_schedule(train_cfg: dict[str, Any], optimizer: torch.optim.Optimizer, pool_size: int,
+                ranks: Ranks = SINGLE) -> LrSchedule | None:
+    """The schedule of params train.lr_schedule over this optimiser's groups (None: constant)."""
+    cfg = train_cfg.get("lr_schedule")
+    if is_constant(cfg):
+        return None
+    return LrSchedule(cfg, optimizer, len(_batches(pool_size, train_cfg["batch_size"], ranks.min_batch)))
+
+
 def set_determinism(seed: int, device: torch.device = torch.device("cpu"), compiled: bool = False) -> None:
     seed_everything(seed)
     deterministic_algorithms(compiled)
@@ -158,19 +168,20 @@ def _better(value: float | None, best: float | None) -> bool:
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 data: DiveData, pool_rows: np.ndarray, run: SeedRun, epoch: int, *, ranks: Ranks = SINGLE,
-                net: torch.nn.Module | None = None) -> dict[str, float]:
+                net: torch.nn.Module | None = None, schedule: LrSchedule | None = None) -> dict[str, float]:
     """One pass over the training pool; returns the mean loss parts.
 
     Pairwise models: each query with one exemplar drawn for the epoch. Direct models
     (`model.pairwise` False): each dive on its own, no exemplar drawn. Under torchrun every
     process draws the same epoch and trains on its share of each batch (aqa.train.distributed)
-    through `net`, the DDP wrapper of `model`.
+    through `net`, the DDP wrapper of `model`. `schedule` (train.lr_schedule other than constant)
+    sets the groups' lr before each batch.
     """
     cfg = run.train_cfg
     rng = epoch_rng(run.seed, epoch)
     # dropout etc.: fixed per epoch, resume-proof; per process under torchrun
     torch.manual_seed(ranks.torch_seed(int(rng.integers(2**62))))
-    feed = dict(ranks=ranks, net=model if net is None else net)
+    feed = dict(ranks=ranks, net=model if net is None else net, schedule=schedule, epoch=epoch)
     n = pool_rows.size
     order = rng.permutation(n)
     views = data.views if cfg["use_flip_view"] else 1
@@ -193,17 +204,23 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler
 
 def _run_batches(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                  data: DiveData, order: np.ndarray, cfg: dict[str, Any], batches_of, *, ranks: Ranks,
-                 net: torch.nn.Module, **forward_kw) -> dict[str, float]:
+                 net: torch.nn.Module, schedule: LrSchedule | None = None, epoch: int = 0,
+                 **forward_kw) -> dict[str, float]:
     """Optimise over `order` in batches of cfg.batch_size: `batches_of(sel)` gives the loads of the
     model's input batches (query[, exemplar]), which `data.fetch` turns into batch dicts; the loss
     is `model.loss(net(*batches), *batches)`. Under torchrun `sel` is this process's share of the
-    batch, and the loss sums are over all processes."""
+    batch, and the loss sums are over all processes. With a `schedule`, batch i of `epoch` runs at
+    the lr of batch epoch * n_iter + i of the training."""
     n = order.size
     net.train()
     sums: dict[str, float] = defaultdict(float)
     slices = _batches(n, cfg["batch_size"], ranks.min_batch)
     shares = [ranks.shard(order[sl]) for sl in slices]
-    for sl, sel, batches in zip(slices, shares, data.fetch(batches_of(s) for s in shares)):
+    if schedule is not None and len(slices) != schedule.n_iter:
+        raise RuntimeError(f"an epoch of {len(slices)} batches, the lr schedule counts {schedule.n_iter}")
+    for i, (sl, sel, batches) in enumerate(zip(slices, shares, data.fetch(batches_of(s) for s in shares))):
+        if schedule is not None:
+            schedule.apply(optimizer, epoch * schedule.n_iter + i)
         optimizer.zero_grad(set_to_none=True)
         with autocast_for(data.device, cfg["amp"]):
             out = net(*batches, **forward_kw)
@@ -266,6 +283,7 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     model = build(config, device, data)
     set_batchnorm_mode(model, run.train_cfg["batchnorm"], distributed=ranks.distributed)
     optimizer = make_optimizer(model, run.train_cfg)
+    schedule = lr_schedule(run.train_cfg, optimizer, pool_rows.size, ranks)   # the bases: before any resume
     # loss scaling only for float16 (bfloat16 has float32's range)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device, run.train_cfg["amp"]) == torch.float16)
     history: list[dict[str, Any]] = []
@@ -307,13 +325,16 @@ def train_seed(run: SeedRun, data: DiveData, pool_rows: np.ndarray, val_rows: np
     for epoch in tqdm(range(start, stop), desc=f"{run.variant} seed {run.seed}", initial=start, total=epochs,
                       disable=not ranks.main):
         t0 = time.perf_counter()
-        losses = train_epoch(model, optimizer, scaler, data, pool_rows, run, epoch, ranks=ranks, net=net)
+        losses = train_epoch(model, optimizer, scaler, data, pool_rows, run, epoch, ranks=ranks, net=net,
+                             schedule=schedule)
         if not ranks.main:      # process 0 evaluates and writes; the others wait at the next step
             continue
         t1 = time.perf_counter()
         metrics = evaluate_epoch(model, data, pool_rows, val_rows, test_rows, run)
         seconds = {"epoch": epoch, "train": t1 - t0, "eval": time.perf_counter() - t1}
         record = _nan_to_none({"epoch": epoch, "train": losses, **metrics})
+        if schedule is not None:   # each group's lr at the epoch's last batch (none when constant, as before)
+            record["lr"] = schedule.last_of_epoch(epoch)
         history.append(record)
         rho = record["val"].get("rho") if val_rows.size else None
         if not val_rows.size or _better(rho, best):
@@ -371,6 +392,7 @@ def _tracked_params(config: dict[str, Any]) -> dict[str, Any]:
 
 def _epoch_metrics(record: dict[str, Any], seconds: dict[str, float]) -> dict[str, float]:
     out = {f"train_{k}": v for k, v in record["train"].items()}
+    out.update({f"lr_{k}": v for k, v in record.get("lr", {}).items()})
     for split in ("val", "test", "test_gt"):
         out.update({f"{split}_{k}": v for k, v in record.get(split, {}).items()})
     out.update({f"seconds_{k}": v for k, v in seconds.items() if k != "epoch"})

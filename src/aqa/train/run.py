@@ -29,8 +29,8 @@ class VariantError(AqaError):
 
 # params.train keys a variant may set for itself (`train:` inside its entry; BASELINES.md D6: the
 # sources' lr, weight decay, batch and epochs of each baseline; seeds: FineParser's two in the
-# built-in default's budget, aqa.trained.variant_seeds).
-TRAIN_OVERRIDES = ("seeds", "epochs", "batch_size", "lr", "weight_decay", "backbone")
+# built-in default's budget, aqa.trained.variant_seeds; lr_schedule: FineParser's code's in paper mode).
+TRAIN_OVERRIDES = ("seeds", "epochs", "batch_size", "lr", "weight_decay", "backbone", "lr_schedule")
 
 
 @dataclass(frozen=True)
